@@ -1,0 +1,235 @@
+"""Recurrent layers `SimpleRNN`, `LSTM` and `GRU` over the cells of `layers/cells.py`.
+
+A layer runs a sequence in two stages:
+
+1. the input projection of every timestep in one matrix product,
+   `(batch, time, input_dim) @ (input_dim, gates * units)`, as cuDNN and Keras' fused paths do;
+2. `run_recurrence`: a `keras.ops.scan` over time (or a Python loop with `unroll=True`) that does
+   only the recurrent product and the gates, and holds the state at masked steps.
+
+The layers subclass `keras.layers.RNN` for its bookkeeping (stateful state variables,
+`initial_state`, `return_state`, output shapes and masks, the `keras.layers.Bidirectional` protocol)
+and replace its `inner_loop`, which would call the full cell, input projection included, once per
+step. Arguments, weights and configs match `keras.layers.SimpleRNN/LSTM/GRU`.
+
+Mask semantics are those of Keras' generic path: at a masked step the states are carried over
+unchanged and the output repeats the carried hidden state (or is zero with
+`zero_output_for_mask=True`, which `Bidirectional` sets when it returns sequences). Any mask works,
+not only right-padded ones.
+"""
+
+import inspect
+
+import keras
+from keras import ops
+
+from layers.cells import GRUCell, LSTMCell, SimpleRNNCell
+
+
+def run_recurrence(
+    step,
+    projected,
+    initial_states,
+    mask=None,
+    go_backwards=False,
+    unroll=False,
+    zero_output_for_mask=False,
+):
+    """Run `step` over time.
+
+    Args:
+        step: `step(projected_t, states) -> (output, new_states)` with `output is new_states[0]`.
+        projected: `(batch, time, features)` projected inputs.
+        initial_states: list of `(batch, units_i)` tensors.
+        mask: optional `(batch, time)` boolean; `False` steps keep the previous states.
+        go_backwards: process time in reverse; the outputs are returned in processing order.
+        unroll: a Python loop instead of `keras.ops.scan`.
+        zero_output_for_mask: zero outputs at masked steps instead of repeating the state.
+
+    Returns:
+        `(last_output (batch, units), outputs (batch, time, units), final_states)`.
+    """
+    xs = ops.transpose(projected, (1, 0, 2))  # (time, batch, features)
+    masks = None
+    if mask is not None:
+        masks = ops.expand_dims(ops.transpose(ops.cast(mask, "bool"), (1, 0)), -1)  # (time, batch, 1)
+    if go_backwards:
+        xs = ops.flip(xs, axis=0)
+        masks = None if masks is None else ops.flip(masks, axis=0)
+
+    def masked_step(states, x_t, m_t):
+        _, new_states = step(x_t, states)
+        if m_t is not None:
+            new_states = [ops.where(m_t, new, old) for new, old in zip(new_states, states)]
+        return new_states
+
+    states = list(initial_states)
+    if unroll:
+        history = []
+        for t in range(xs.shape[0]):
+            states = masked_step(states, xs[t], None if masks is None else masks[t])
+            history.append(states[0])
+        outputs = ops.stack(history)  # (time, batch, units)
+    else:
+        # keras.ops.scan on TensorFlow needs the per-step output to mirror the carry, so every
+        # state is emitted; the hidden state (first) is the layer's output.
+        def scan_step(carry, inputs):
+            new_states = masked_step(carry, *inputs) if masks is not None else masked_step(carry, inputs, None)
+            return new_states, new_states
+
+        scan_xs = (xs, masks) if masks is not None else xs
+        states, history = ops.scan(scan_step, states, scan_xs)
+        outputs = history[0]  # (time, batch, units)
+    if zero_output_for_mask and masks is not None:
+        outputs = ops.where(masks, outputs, ops.zeros_like(outputs))
+    return outputs[-1], ops.transpose(outputs, (1, 0, 2)), list(states)
+
+
+class Recurrent(keras.layers.RNN):
+    """Base of our recurrent layers: `keras.layers.RNN` with the input projection hoisted out of
+    the time loop. Subclasses set `cell_class`.
+
+    Args:
+        units: Positive integer, size of the hidden state.
+        return_sequences: Return the outputs of all timesteps `(batch, time, units)` instead of the
+            last one `(batch, units)`. Default: `False`.
+        return_state: Also return the final states (`h`, and `c` for LSTM). Default: `False`.
+        go_backwards: Process the sequence in reverse; outputs come in processing order.
+        stateful: Carry the final states of batch i over as the initial states of batch i
+            of the next call (needs a fixed batch size). Default: `False`.
+        unroll: Unroll the time loop in Python (faster for very short sequences, more memory).
+        zero_output_for_mask: Outputs at masked steps are zeros instead of the carried state.
+        **kwargs: The cell's arguments (see the cell class: activation, initializers, regularizers,
+            constraints, dropout, recurrent_dropout, seed, ...) and the base layer arguments
+            (name, dtype, trainable, activity_regularizer).
+
+    Call arguments:
+        sequences: `(batch, time, features)`.
+        initial_state: optional list of `(batch, units)` tensors.
+        mask: optional `(batch, time)` boolean, `True` for the steps to process.
+        training: enables dropout.
+    """
+
+    cell_class = None
+    cell_name = None
+
+    def __init__(
+        self,
+        units,
+        return_sequences=False,
+        return_state=False,
+        go_backwards=False,
+        stateful=False,
+        unroll=False,
+        zero_output_for_mask=False,
+        **kwargs,
+    ):
+        cell_args = _cell_arguments(self.cell_class)
+        cell_kwargs = {key: kwargs.pop(key) for key in list(kwargs) if key in cell_args}
+        kwargs.pop("use_cudnn", None)  # accepted for drop-in compatibility; we have no cuDNN path
+        kwargs.pop("implementation", None)
+        cell = self.cell_class(
+            units,
+            dtype=kwargs.get("dtype"),
+            trainable=kwargs.get("trainable", True),
+            name=self.cell_name,
+            **cell_kwargs,
+        )
+        super().__init__(
+            cell,
+            return_sequences=return_sequences,
+            return_state=return_state,
+            go_backwards=go_backwards,
+            stateful=stateful,
+            unroll=unroll,
+            zero_output_for_mask=zero_output_for_mask,
+            **kwargs,
+        )
+        self.input_spec = keras.layers.InputSpec(ndim=3)
+
+    @property
+    def units(self):
+        return self.cell.units
+
+    def inner_loop(self, sequences, initial_state, mask, training=False):
+        if isinstance(mask, (list, tuple)):
+            mask = mask[0]
+        if keras.backend.backend() == "torch" and self.stateful:
+            # The state variables are updated in place after the call; autograd needs copies.
+            initial_state = [ops.copy(s) for s in initial_state]
+        input_mask, recurrent_mask = self.cell.dropout_masks(sequences[:, 0, :], training)
+        if input_mask is not None:
+            sequences = sequences * ops.expand_dims(input_mask, 1)
+        projected = self.cell.project_inputs(sequences)  # (batch, time, gates * units), one matmul
+
+        def step(projected_t, states):
+            return self.cell.recurrent_step(projected_t, states, recurrent_mask)
+
+        return run_recurrence(
+            step,
+            projected,
+            initial_state,
+            mask=mask,
+            go_backwards=self.go_backwards,
+            unroll=self.unroll,
+            zero_output_for_mask=self.zero_output_for_mask,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        cell_config = config.pop("cell")["config"]
+        for key in ("name", "dtype", "trainable"):
+            cell_config.pop(key, None)
+        return {**config, **cell_config}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        return cls(**config)
+
+
+def _cell_arguments(cell_class):
+    """Names of the constructor arguments of `cell_class` and its bases (minus `units`)."""
+    names = set()
+    for klass in cell_class.__mro__:
+        if klass is keras.layers.Layer:
+            break
+        names.update(inspect.signature(klass.__init__).parameters)
+    return names - {"self", "units", "kwargs"}
+
+
+@keras.saving.register_keras_serializable(package="rnn_suite")
+class SimpleRNN(Recurrent):
+    """Fully connected RNN, weight-compatible with `keras.layers.SimpleRNN`.
+
+    See `Recurrent` for the layer arguments and `SimpleRNNCell` for the cell arguments.
+    Input `(batch, time, features)`; output `(batch, units)` or `(batch, time, units)`.
+    """
+
+    cell_class = SimpleRNNCell
+    cell_name = "simple_rnn_cell"
+
+
+@keras.saving.register_keras_serializable(package="rnn_suite")
+class LSTM(Recurrent):
+    """Long short-term memory layer, weight-compatible with `keras.layers.LSTM`.
+
+    See `Recurrent` for the layer arguments and `LSTMCell` for the cell arguments.
+    Input `(batch, time, features)`; output `(batch, units)` or `(batch, time, units)`;
+    states `[h, c]`.
+    """
+
+    cell_class = LSTMCell
+    cell_name = "lstm_cell"
+
+
+@keras.saving.register_keras_serializable(package="rnn_suite")
+class GRU(Recurrent):
+    """Gated recurrent unit layer, weight-compatible with `keras.layers.GRU`.
+
+    See `Recurrent` for the layer arguments and `GRUCell` for the cell arguments
+    (`reset_after=True` by default, as in Keras).
+    Input `(batch, time, features)`; output `(batch, units)` or `(batch, time, units)`.
+    """
+
+    cell_class = GRUCell
+    cell_name = "gru_cell"
