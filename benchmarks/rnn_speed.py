@@ -1,0 +1,196 @@
+"""Speed of our LSTM/GRU against Keras' built-ins, on every backend.
+
+    python -m benchmarks.rnn_speed                 # all three backends, each in its own process
+    python -m benchmarks.rnn_speed --backends jax  # one backend
+
+Shapes: batch 64, 100 timesteps, 128 input features, 256 units (LSTM and GRU, with and without a
+mask). For each, a training step (forward, backward and an Adam update of a model made of the
+recurrent layer and a Dense head, through `train_on_batch`) and inference (`predict_on_batch`) are
+timed for ours and for the built-in with its default settings. The table gives samples per second,
+the ratio ours / built-in, and the achieved GFLOP/s of the recurrent layer against a large float32
+matrix product timed in the same process. `torch.nn.LSTM`/`torch.nn.GRU` run as an outside
+reference. Use `--json FILE` to keep the raw numbers.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+BATCH, TIME, FEATURES, UNITS = 64, 100, 128, 256
+GATES = {"LSTM": 4, "GRU": 3}
+
+
+def recurrent_gflop(kind, training):
+    """Matrix-product work of one batch: 2 flops per multiply-add, backward = 2x forward."""
+    forward = 2 * BATCH * TIME * (FEATURES + UNITS) * GATES[kind] * UNITS
+    return (3 if training else 1) * forward / 1e9
+
+
+def best_time(fn, repeats, warmup=2):
+    """Median seconds of `fn()` over `repeats` runs after `warmup` runs."""
+    return interleaved_times([fn], repeats, warmup)[0]
+
+
+def interleaved_times(fns, repeats, warmup=2):
+    """Median seconds of each of `fns`, timed in turn within every round, so that a slow phase of
+    the machine (another process, thermal drift) hits all of them alike."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, bucket in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            bucket.append(time.perf_counter() - start)
+    return [sorted(bucket)[len(bucket) // 2] for bucket in times]
+
+
+def matmul_peak_gflops(n=2048):
+    """float32 GFLOP/s of an n x n matrix product with the current backend."""
+    import keras
+    from keras import ops
+
+    a = keras.random.normal((n, n))
+    b = keras.random.normal((n, n))
+    seconds = best_time(lambda: ops.convert_to_numpy(ops.matmul(a, b)[0, 0]), repeats=5)
+    return 2 * n**3 / seconds / 1e9
+
+
+def keras_model(kind, ours, masked):
+    import keras
+    import layers
+
+    layer_cls = getattr(layers, kind) if ours else getattr(keras.layers, kind)
+    x = keras.Input((TIME, FEATURES))
+    mask = keras.Input((TIME,), dtype="bool") if masked else None
+    h = layer_cls(UNITS)(x, mask=mask)
+    y = keras.layers.Dense(1)(h)
+    model = keras.Model([x, mask] if masked else x, y)
+    model.compile(keras.optimizers.Adam(1e-3), "mse")
+    return model
+
+
+def time_keras(kind, masked, repeats):
+    """Seconds per training step and per inference batch, ours and built-in, interleaved.
+
+    Returns `{"ours_train_s", "builtin_train_s", "ours_infer_s", "builtin_infer_s"}`."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(BATCH, TIME, FEATURES)).astype("float32")
+    y = rng.normal(size=(BATCH, 1)).astype("float32")
+    lengths = rng.integers(TIME // 2, TIME + 1, size=BATCH)
+    inputs = [x, np.arange(TIME)[None] < lengths[:, None]] if masked else x
+    models = {"ours": keras_model(kind, True, masked), "builtin": keras_model(kind, False, masked)}
+    train = interleaved_times([lambda m=m: m.train_on_batch(inputs, y) for m in models.values()], repeats)
+    infer = interleaved_times([lambda m=m: m.predict_on_batch(inputs) for m in models.values()], repeats)
+    return {
+        "ours_train_s": train[0], "builtin_train_s": train[1],
+        "ours_infer_s": infer[0], "builtin_infer_s": infer[1],
+    }
+
+
+def time_torch_reference(kind, repeats):
+    import torch
+
+    rnn = getattr(torch.nn, kind)(FEATURES, UNITS, batch_first=True)
+    head = torch.nn.Linear(UNITS, 1)
+    params = list(rnn.parameters()) + list(head.parameters())
+    optimizer = torch.optim.Adam(params, 1e-3)
+    x = torch.randn(BATCH, TIME, FEATURES)
+    y = torch.randn(BATCH, 1)
+
+    def train_step():
+        optimizer.zero_grad()
+        out, _ = rnn(x)
+        loss = torch.nn.functional.mse_loss(head(out[:, -1]), y)
+        loss.backward()
+        optimizer.step()
+
+    def infer_step():
+        with torch.no_grad():
+            head(rnn(x)[0][:, -1])
+
+    return best_time(train_step, repeats), best_time(infer_step, repeats)
+
+
+def child(repeats):
+    """Runs in a process whose KERAS_BACKEND is already set; prints one JSON line per result."""
+    import keras
+
+    backend = keras.backend.backend()
+    print(json.dumps({"backend": backend, "peak_gflops": matmul_peak_gflops()}), flush=True)
+    for kind in ("LSTM", "GRU"):
+        for masked in (False, True):
+            row = {"backend": backend, "kind": kind, "masked": masked}
+            row.update(time_keras(kind, masked, repeats))
+            print(json.dumps(row), flush=True)
+        if backend == "torch":
+            train, infer = time_torch_reference(kind, repeats)
+            print(json.dumps({"backend": "torch.nn", "kind": kind, "masked": False, "ref_train_s": train, "ref_infer_s": infer}), flush=True)
+
+
+def run_backends(backends, repeats):
+    rows = []
+    for backend in backends:
+        env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+        cmd = [sys.executable, "-m", "benchmarks.rnn_speed", "--child", "--repeats", str(repeats)]
+        result = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if result.returncode != 0:
+            sys.exit(f"benchmark failed on {backend}:\n{result.stderr[-3000:]}")
+        rows += [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    return rows
+
+
+def format_table(rows):
+    peaks = {r["backend"]: r["peak_gflops"] for r in rows if "peak_gflops" in r}
+    lines = [
+        "| backend | layer | mask | train ours (samples/s) | train built-in | train ratio | "
+        "infer ours (samples/s) | infer built-in | infer ratio | ours train GFLOP/s (% of matmul peak) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        if "ours_train_s" in r:
+            peak = peaks[r["backend"]]
+            gflops = recurrent_gflop(r["kind"], True) / r["ours_train_s"]
+            lines.append(
+                f"| {r['backend']} | {r['kind']} | {'yes' if r['masked'] else 'no'} "
+                f"| {BATCH / r['ours_train_s']:.0f} | {BATCH / r['builtin_train_s']:.0f} "
+                f"| **{r['builtin_train_s'] / r['ours_train_s']:.2f}** "
+                f"| {BATCH / r['ours_infer_s']:.0f} | {BATCH / r['builtin_infer_s']:.0f} "
+                f"| {r['builtin_infer_s'] / r['ours_infer_s']:.2f} "
+                f"| {gflops:.1f} ({100 * gflops / peak:.0f}% of {peak:.0f}) |"
+            )
+        elif "ref_train_s" in r:
+            gflops = recurrent_gflop(r["kind"], True) / r["ref_train_s"]
+            lines.append(
+                f"| torch.nn (reference) | {r['kind']} | no | {BATCH / r['ref_train_s']:.0f} | | "
+                f"| {BATCH / r['ref_infer_s']:.0f} | | | {gflops:.1f} ({100 * gflops / peaks['torch']:.0f}% of {peaks['torch']:.0f}) |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backends", nargs="+", default=["tensorflow", "jax", "torch"],
+                        choices=["tensorflow", "jax", "torch"])
+    parser.add_argument("--repeats", type=int, default=15, help="timed runs per measurement (median)")
+    parser.add_argument("--json", help="also write the raw rows to this file")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        return child(args.repeats)
+    rows = run_backends(args.backends, args.repeats)
+    print(f"batch {BATCH}, {TIME} steps, {FEATURES} inputs, {UNITS} units; ratio = ours / built-in throughput")
+    print(format_table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
