@@ -1,0 +1,208 @@
+"""Sentiment of movie reviews: a bidirectional recurrent classifier with per-word explanations.
+
+    ids (batch, time) -> Embedding -> Bidirectional(our LSTM or GRU) -> masked mean+max pooling
+      -> Dropout -> Dense(1): the logit of "positive"
+
+`SentimentClassifier` wraps a trained `SentimentNet` with its vocabulary: `predict(texts)` gives
+probabilities and `explain(text)` each word's contribution by integrated gradients (Sundararajan et
+al., 2017): the logit's gradient with respect to the word embeddings, averaged along the straight
+path from an all-padding input (zero embeddings) to the review, times the embedding. The
+contributions add up to `logit(review) - logit(empty input)`, so a word's score is its share of
+the decision in logit units: positive pushes towards "positive".
+"""
+
+import dataclasses
+import html
+import re
+
+import keras
+import numpy as np
+from keras import ops
+
+import layers
+from models import artifacts
+from models.text import Vocabulary, split_words
+
+_TAG = re.compile(r"<[^>]*>")
+
+
+def clean_review(text):
+    """Review text without HTML: tags (IMDB's `<br />`) become spaces, entities are decoded."""
+    return _TAG.sub(" ", html.unescape(str(text)))
+
+
+def review_words(text):
+    """Display words of a review (original case): words, numbers and punctuation marks."""
+    return split_words(clean_review(text))
+
+
+def truncate(ids, max_length):
+    """At most `max_length` ids: a longer review keeps its beginning and its end (where reviews
+    tend to sum up), half each."""
+    if len(ids) <= max_length:
+        return list(ids)
+    head = max_length // 2
+    return list(ids[:head]) + list(ids[len(ids) - (max_length - head):])
+
+
+@dataclasses.dataclass
+class SentimentConfig:
+    """Hyperparameters of `SentimentNet` (the trainer's defaults live in trainers/sentiment.py)."""
+
+    vocab_size: int = 20000
+    embed_dim: int = 128
+    units: int = 64
+    cell: str = "lstm"  # "lstm" or "gru"
+    dropout: float = 0.3
+    max_length: int = 400
+
+
+@keras.saving.register_keras_serializable(package="rnn_suite")
+class SentimentNet(keras.Model):
+    """Bidirectional recurrent classifier over token ids; `call` returns logits `(batch,)`.
+
+    Args:
+        vocab_size, embed_dim, units, cell, dropout, max_length: see `SentimentConfig`
+            (`max_length` is recorded for inference; the network takes any length).
+    """
+
+    def __init__(self, vocab_size, embed_dim, units, cell="lstm", dropout=0.3, max_length=400, **kwargs):
+        super().__init__(**kwargs)
+        if cell not in ("lstm", "gru"):
+            raise ValueError(f"cell must be 'lstm' or 'gru', got {cell!r}")
+        self.config = SentimentConfig(vocab_size, embed_dim, units, cell, dropout, max_length)
+        rnn = {"lstm": layers.LSTM, "gru": layers.GRU}[cell]
+        self.embedding = keras.layers.Embedding(vocab_size, embed_dim, name="embedding")
+        self.encoder = keras.layers.Bidirectional(rnn(units, return_sequences=True), name="encoder")
+        self.pooling = layers.MaskedMeanMaxPooling(name="pooling")
+        self.dropout = keras.layers.Dropout(dropout)
+        self.head = keras.layers.Dense(1, name="head")
+
+    def call(self, ids, training=False):
+        mask = ops.not_equal(ids, 0)  # (batch, time): padding id 0
+        return self.call_embedded(self.embedding(ids), mask, training=training)
+
+    def call_embedded(self, embedded, mask, training=False):
+        """Logits `(batch,)` from embeddings `(batch, time, embed_dim)` and a `(batch, time)` mask."""
+        h = self.encoder(embedded, mask=mask, training=training)  # (batch, time, 2 units)
+        pooled = self.dropout(self.pooling(h, mask=mask), training=training)  # (batch, 4 units)
+        return ops.squeeze(self.head(pooled), -1)
+
+    def get_config(self):
+        return {**super().get_config(), **dataclasses.asdict(self.config)}
+
+
+class SentimentClassifier:
+    """A trained `SentimentNet` with its vocabulary: text in, probabilities and explanations out.
+
+    Args:
+        model: a built `SentimentNet`.
+        vocabulary: the `Vocabulary` the model was trained with.
+        card: the model card (metrics, settings), shown by the apps.
+    """
+
+    side_files = ("vocabulary.json",)
+
+    def __init__(self, model, vocabulary, card=None):
+        self.model = model
+        self.vocabulary = vocabulary
+        self.card = card or {}
+        self.max_length = model.config.max_length
+
+    @classmethod
+    def load(cls, directory):
+        """Load a saved-model folder written by `save` (any backend)."""
+        model, sides, card = artifacts.load(directory, cls.side_files)
+        return cls(model, Vocabulary.from_json(sides["vocabulary.json"]), card)
+
+    def save(self, directory, card=None):
+        """Write `model.keras`, `vocabulary.json` and `card.json` to `directory`."""
+        return artifacts.save(directory, self.model, {"vocabulary.json": self.vocabulary.to_json()}, card)
+
+    def encode(self, texts):
+        """Token ids `(batch, time)`, zero-padded, each review truncated to `max_length`.
+
+        Raises:
+            TypeError: a review is not a string. ValueError: a review has no words.
+        """
+        rows = [truncate(self.vocabulary.encode(self._tokens(text)), self.max_length) for text in texts]
+        ids = np.zeros((len(rows), max(len(r) for r in rows)), dtype="int32")
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = row
+        return ids
+
+    def predict(self, texts, batch_size=64):
+        """Probability that each review is positive, `(len(texts),)` float array."""
+        if isinstance(texts, str):
+            raise TypeError("predict() takes a list of reviews; for one review use predict([text])")
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0,), "float32")
+        probabilities = []
+        for start in range(0, len(texts), batch_size):
+            logits = self.model(self.encode(texts[start : start + batch_size]), training=False)
+            probabilities.append(ops.convert_to_numpy(ops.sigmoid(logits)))
+        return np.concatenate(probabilities).astype("float32")
+
+    def explain(self, text, steps=32, max_steps=1024, tolerance=0.05):
+        """Each word's contribution to the decision, by integrated gradients.
+
+        The path integral is a midpoint sum over `steps` points; where the scores do not add up to
+        `logit - baseline_logit` within `tolerance` (relative, at least 0.05 logits) the number of
+        points doubles, up to `max_steps` (a trained network can have steep stretches on the path).
+
+        Args:
+            text: one review.
+            steps: first number of points on the path from the empty input to the review.
+
+        Returns:
+            dict with `words` (the display words the model read, after truncation), `scores`
+            (contribution of each word to the logit; positive = towards "positive"), `logit` and
+            `probability` of the review, `baseline_logit` of the empty input (zero embeddings),
+            `steps` used and `completeness_error` = `sum(scores) - (logit - baseline_logit)`.
+        """
+        words = self._words(text)
+        kept = truncate(list(range(len(words))), self.max_length)
+        words = [words[i] for i in kept]
+        ids = np.asarray([self.vocabulary.encode([w.lower() for w in words])], dtype="int32")
+        embedded = ops.convert_to_numpy(self.model.embedding(ids))[0]  # (time, embed_dim)
+        ends = np.stack([embedded, np.zeros_like(embedded)])  # the review and the baseline
+        logit, baseline_logit = ops.convert_to_numpy(
+            self.model.call_embedded(ends, ops.ones((2, len(words)), dtype="bool"), training=False)
+        ).astype("float64").tolist()
+        target = logit - baseline_logit
+        while True:
+            scores = self._path_integral(embedded, steps)
+            error = float(scores.sum()) - target
+            if abs(error) <= tolerance * max(1.0, abs(target)) or steps >= max_steps:
+                break
+            steps *= 2
+        return {"words": words, "scores": scores.tolist(), "logit": logit,
+                "probability": 1.0 / (1.0 + np.exp(-logit)), "baseline_logit": baseline_logit,
+                "steps": steps, "completeness_error": error}
+
+    def _path_integral(self, embedded, steps, chunk=128):
+        """Integrated gradients of the logit, `(time,)`, over `steps` midpoints from zero."""
+        alphas = (np.arange(steps, dtype="float32") + 0.5) / steps  # midpoint rule on [0, 1]
+        gradient_sum = np.zeros_like(embedded)
+        for start in range(0, steps, chunk):
+            points = alphas[start : start + chunk, None, None] * embedded[None]  # (n, time, dim)
+            mask = ops.ones(points.shape[:2], dtype="bool")
+
+            def total_logit(points):
+                return ops.sum(self.model.call_embedded(points, mask, training=False))
+
+            _, (gradients,) = layers.value_and_grad(total_logit, points)
+            gradient_sum += ops.convert_to_numpy(gradients).sum(0)
+        return (gradient_sum / steps * embedded).sum(-1).astype("float64")  # (time,)
+
+    def _words(self, text):
+        if not isinstance(text, str):
+            raise TypeError(f"a review must be a string, got {type(text).__name__}")
+        words = review_words(text)
+        if not words:
+            raise ValueError("the review is empty: type a few words about a movie")
+        return words
+
+    def _tokens(self, text):
+        return [w.lower() for w in self._words(text)]

@@ -1,0 +1,117 @@
+"""Sentiment model: learning, padding invariance, HTML, explanations, save/load across backends,
+and awkward inputs (empty, huge, non-English, emoji)."""
+
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from models.sentiment import SentimentClassifier, SentimentNet, clean_review, review_words, truncate
+from models.text import Vocabulary
+
+OTHER_BACKEND = {"tensorflow": "jax", "jax": "torch", "torch": "tensorflow"}[keras.backend.backend()]
+POSITIVE, NEGATIVE = ["great", "wonderful", "superb"], ["awful", "boring", "terrible"]
+FILLER = ["the", "movie", "plot", "actor", "scene", "and", "was", "a", "it", "film"]
+
+
+def synthetic_reviews(n, seed=0):
+    """Filler words with one or two sentiment words: the label is which kind they are."""
+    rng = np.random.default_rng(seed)
+    texts, labels = [], []
+    for _ in range(n):
+        label = int(rng.integers(2))
+        words = list(rng.choice(FILLER, size=int(rng.integers(4, 12))))
+        for _ in range(int(rng.integers(1, 3))):
+            words.insert(int(rng.integers(len(words) + 1)), rng.choice(POSITIVE if label else NEGATIVE))
+        texts.append(" ".join(words) + " .")
+        labels.append(label)
+    return texts, np.asarray(labels, "float32")
+
+
+@pytest.fixture(scope="module")
+def trained():
+    keras.utils.set_random_seed(0)
+    texts, labels = synthetic_reviews(512)
+    vocabulary = Vocabulary.build([t.split() for t in texts])
+    model = SentimentNet(len(vocabulary), embed_dim=8, units=8, dropout=0.0, max_length=32)
+    classifier = SentimentClassifier(model, vocabulary)
+    model.compile(keras.optimizers.Adam(0.02), keras.losses.BinaryCrossentropy(from_logits=True),
+                  metrics=[keras.metrics.BinaryAccuracy(threshold=0.0)])
+    model.fit(classifier.encode(texts), labels, epochs=6, batch_size=64, verbose=0)
+    return classifier
+
+
+def test_tiny_model_learns_synthetic_sentiment(trained):
+    texts, labels = synthetic_reviews(200, seed=1)
+    accuracy = np.mean((trained.predict(texts) > 0.5) == labels)
+    assert accuracy >= 0.95
+
+
+def test_padding_does_not_change_prediction(trained):
+    ids = trained.encode(["the movie was superb and the plot great ."])
+    padded = np.concatenate([ids, np.zeros((1, 9), "int32")], axis=1)
+    np.testing.assert_allclose(ops.convert_to_numpy(trained.model(padded)), ops.convert_to_numpy(trained.model(ids)), atol=1e-5)
+
+
+def test_html_is_stripped():
+    assert review_words("Loved it.<br /><br />Really &amp; truly!") == ["Loved", "it", ".", "Really", "&", "truly", "!"]
+    assert "<" not in clean_review("a<br/>b<i>c</i>")
+
+
+def test_truncate_keeps_head_and_tail():
+    assert truncate(list(range(10)), 4) == [0, 1, 8, 9]
+    assert truncate([1, 2], 4) == [1, 2]
+
+
+def test_explanations_add_up_and_point_the_right_way(trained):
+    result = trained.explain("the plot was awful but the actor was superb .")
+    words, scores = result["words"], np.asarray(result["scores"])
+    assert len(words) == len(scores) == 10
+    difference = result["logit"] - result["baseline_logit"]
+    np.testing.assert_allclose(scores.sum(), difference, atol=0.05 * max(1.0, abs(difference)))
+    assert abs(result["completeness_error"]) <= 0.05 * max(1.0, abs(difference))
+    assert scores[words.index("superb")] > 0 > scores[words.index("awful")]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["x" * 100_000, "word " * 20_000, "Это был ужасный фильм", "映画はとても良かった", "😀😀😀 🎬", "a"],
+    ids=["100k-chars", "20k-words", "russian", "japanese", "emoji", "one-letter"],
+)
+def test_awkward_inputs_give_a_probability(trained, text):
+    (probability,) = trained.predict([text])
+    assert 0.0 <= probability <= 1.0
+    assert len(trained.explain(text, steps=4, max_steps=8)["words"]) <= trained.max_length
+
+
+@pytest.mark.parametrize("text", ["", "   \n\t ", "<br /><br />"])
+def test_empty_review_gets_a_clear_message(trained, text):
+    with pytest.raises(ValueError, match="empty"):
+        trained.predict([text])
+
+
+def test_wrong_types_get_a_clear_message(trained):
+    with pytest.raises(TypeError, match="list of reviews"):
+        trained.predict("a single string")
+    with pytest.raises(TypeError, match="string"):
+        trained.predict([42])
+
+
+def test_save_load_under_another_backend_gives_same_probabilities(trained, tmp_path):
+    texts = ["the movie was great .", "boring and terrible", "superb film"]
+    trained.save(tmp_path / "model", card={"task": "test"})
+    expected = trained.predict(texts)
+    script = (
+        "import json, sys\n"
+        "from models.sentiment import SentimentClassifier\n"
+        f"c = SentimentClassifier.load(r'{tmp_path / 'model'}')\n"
+        f"print(json.dumps(c.predict({texts!r}).tolist()))\n"
+    )
+    env = dict(os.environ, KERAS_BACKEND=OTHER_BACKEND)
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    np.testing.assert_allclose(np.asarray(eval(result.stdout.strip().splitlines()[-1])), expected, atol=1e-5)
