@@ -36,6 +36,11 @@ def review_words(text):
     return split_words(clean_review(text))
 
 
+def review_tokens(text):
+    """Lowercased model tokens of a review (HTML removed)."""
+    return [word.lower() for word in review_words(text)]
+
+
 def truncate(ids, max_length):
     """At most `max_length` ids: a longer review keeps its beginning and its end (where reviews
     tend to sum up), half each."""
@@ -77,6 +82,14 @@ class SentimentNet(keras.Model):
         self.pooling = layers.MaskedMeanMaxPooling(name="pooling")
         self.dropout = keras.layers.Dropout(dropout)
         self.head = keras.layers.Dense(1, name="head")
+
+    def build(self, input_shape=(None, None)):
+        """Create every weight from the ids' shape `(batch, time)`."""
+        batch, time = input_shape[0], input_shape[1]
+        self.embedding.build(input_shape)
+        self.encoder.build((batch, time, self.config.embed_dim))
+        self.head.build((batch, 4 * self.config.units))
+        self.built = True
 
     def call(self, ids, training=False):
         mask = ops.not_equal(ids, 0)  # (batch, time): padding id 0
@@ -205,4 +218,4 @@ class SentimentClassifier:
         return words
 
     def _tokens(self, text):
-        return [w.lower() for w in self._words(text)]
+        return [word.lower() for word in self._words(text)]
