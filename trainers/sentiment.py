@@ -179,7 +179,7 @@ def train(args):
         "task": "sentiment classification (positive / negative movie reviews)",
         "model": f"SentimentNet: embedding + bidirectional {args.cell.upper()} (ours) + masked mean/max pooling",
         "corpus": {"name": "IMDB Large Movie Review Dataset (Maas et al., 2011)", **corpus["info"]},
-        "split": {"official": "25,000 train / 25,000 test", "validation": f"seeded {VALIDATION_FRACTION:.0%} of train",
+        "split": {"official": "25,000 train / 25,000 test", "validation_from": f"seeded {VALIDATION_FRACTION:.0%} of train",
                   "seed": args.seed, **sizes},
         "vocabulary": len(vocabulary),
         "settings": settings,
