@@ -1,14 +1,18 @@
 """Building blocks, `keras.ops` only: recurrent cells and layers, and Bahdanau attention."""
 
+from layers.attention import BahdanauAttention
 from layers.cells import GRUCell, LSTMCell, RecurrentCell, SimpleRNNCell
 from layers.autodiff import value_and_grad
+from layers.pooling import MaskedMeanMaxPooling
 from layers.recurrent import GRU, LSTM, Recurrent, SimpleRNN, run_recurrence
 
 __all__ = [
+    "BahdanauAttention",
     "GRU",
     "GRUCell",
     "LSTM",
     "LSTMCell",
+    "MaskedMeanMaxPooling",
     "Recurrent",
     "RecurrentCell",
     "SimpleRNN",

@@ -1,0 +1,119 @@
+"""Bahdanau (additive) attention, `keras.ops` only.
+
+    score(s_t, h_j) = v^T tanh(W1 h_j + W2 s_t)          (Bahdanau et al., 2015, eq. 6)
+    a_tj = softmax_j(score(s_t, h_j)) over the real (unpadded) source positions j
+    c_t  = sum_j a_tj h_j
+
+`W1 h_j` does not depend on the query, so `project_keys` computes it once per source sentence;
+`attend` then scores any number of queries against it. Training passes all decoder outputs of a
+sentence as queries at once (teacher forcing, as in the TensorFlow NMT-with-attention tutorial);
+step-by-step decoding calls `step` with one query per sentence, reusing the projected keys and a
+precomputed additive mask.
+
+Reference: D. Bahdanau, K. Cho, Y. Bengio, "Neural Machine Translation by Jointly Learning to Align
+and Translate", ICLR 2015.
+"""
+
+import keras
+from keras import initializers, ops
+
+
+@keras.saving.register_keras_serializable(package="rnn_suite")
+class BahdanauAttention(keras.layers.Layer):
+    """Additive attention that masks padded source positions and returns its weights.
+
+    Args:
+        units: Size of the hidden layer of the score, the rows of `W1`, `W2` and `v`.
+        kernel_initializer: Initializer of `key_kernel` (W1), `query_kernel` (W2) and
+            `score_kernel` (v). Default: `"glorot_uniform"`.
+        **kwargs: Base layer arguments (name, dtype, trainable).
+
+    Weights: `key_kernel (value_dim, units)`, `query_kernel (query_dim, units)`,
+    `score_kernel (units,)`.
+
+    Call arguments:
+        query: `(batch, query_dim)` for one decoder step or `(batch, target_time, query_dim)`.
+        values: `(batch, source_time, value_dim)`, the encoder outputs h_j.
+        values_mask: optional `(batch, source_time)` boolean, `True` at real source positions.
+            (Not named `mask`: Keras would fill `mask` with the *query's* mask.)
+
+    Returns:
+        `(context, weights)`: `(batch, [target_time,] value_dim)` and
+        `(batch, [target_time,] source_time)`. Weights sum to 1 over the real positions and are
+        exactly 0 on padding; a row with no real position at all gets zero weights and context.
+    """
+
+    def __init__(self, units, kernel_initializer="glorot_uniform", **kwargs):
+        if not isinstance(units, int) or isinstance(units, bool) or units <= 0:
+            raise ValueError(f"`units` must be a positive integer, got {units!r}.")
+        super().__init__(**kwargs)
+        self.units = units
+        self.kernel_initializer = initializers.get(kernel_initializer)
+
+    def build(self, query_shape, values_shape):
+        self.key_kernel = self.add_weight(
+            shape=(values_shape[-1], self.units), name="key_kernel", initializer=self.kernel_initializer
+        )
+        self.query_kernel = self.add_weight(
+            shape=(query_shape[-1], self.units), name="query_kernel", initializer=self.kernel_initializer
+        )
+        # v as a (units, 1) matrix would do the same; a vector keeps the einsum below simple.
+        self.score_kernel = self.add_weight(
+            shape=(self.units,), name="score_kernel", initializer=self.kernel_initializer
+        )
+
+    def project_keys(self, values):
+        """`W1 h_j` for every source position: `(batch, source_time, value_dim) -> (..., units)`."""
+        return ops.matmul(values, self.key_kernel)
+
+    def attend(self, query, keys, values, values_mask=None):
+        """Attention of `query (batch, target_time, query_dim)` over precomputed `keys`
+        (`project_keys(values)`). Returns `(context (batch, target_time, value_dim),
+        weights (batch, target_time, source_time))`."""
+        projected_query = ops.matmul(query, self.query_kernel)  # (batch, target_time, units)
+        hidden = ops.tanh(keys[:, None, :, :] + projected_query[:, :, None, :])  # (b, tt, st, units)
+        scores = ops.matmul(hidden, self.score_kernel)  # (batch, target_time, source_time)
+        if values_mask is not None:
+            real = ops.cast(values_mask, "bool")[:, None, :]  # (batch, 1, source_time)
+            # A large negative score, not -inf: a fully masked row stays finite (no NaN).
+            scores = ops.where(real, scores, ops.full_like(scores, -1e9))
+            weights = ops.softmax(scores, axis=-1) * ops.cast(real, scores.dtype)
+        else:
+            weights = ops.softmax(scores, axis=-1)
+        context = ops.matmul(weights, values)  # (batch, target_time, value_dim)
+        return context, weights
+
+    def score_bias(self, values_mask):
+        """Additive score mask for `step`: `(batch, source_time)`, 0 at real positions and -1e9
+        on padding (exp(-1e9) is exactly 0 in float32, so padding gets exactly zero weight)."""
+        return ops.where(ops.cast(values_mask, "bool"), 0.0, -1e9)
+
+    def step(self, query, keys, values, score_bias):
+        """`attend` for one decoder step with fewer operations (decoding runs it eagerly once per
+        output word): `query (batch, query_dim)`, precomputed `keys` and `score_bias`.
+        Returns `(context (batch, value_dim), weights (batch, source_time))`. Needs at least one
+        real source position per row."""
+        projected_query = ops.matmul(query, self.query_kernel)  # (batch, units)
+        hidden = ops.tanh(keys + projected_query[:, None, :])  # (batch, source_time, units)
+        weights = ops.softmax(ops.matmul(hidden, self.score_kernel) + score_bias, axis=-1)
+        return ops.einsum("bs,bsd->bd", weights, values), weights  # (batch, value_dim), (batch, S)
+
+    def call(self, query, values, values_mask=None):
+        single_step = len(query.shape) == 2
+        if single_step:
+            query = query[:, None, :]  # (batch, 1, query_dim)
+        context, weights = self.attend(query, self.project_keys(values), values, values_mask)
+        if single_step:
+            return context[:, 0], weights[:, 0]
+        return context, weights
+
+    def compute_output_shape(self, query_shape, values_shape):
+        prefix = tuple(query_shape[:-1])
+        return prefix + (values_shape[-1],), prefix + (values_shape[1],)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "kernel_initializer": initializers.serialize(self.kernel_initializer),
+        }

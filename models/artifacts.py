@@ -1,0 +1,141 @@
+"""Saved-model folders: `model.keras`, JSON side files (vocabularies, tokenizers) and `card.json`.
+
+Layout (DESIGN.md, "A saved model"):
+
+    saved_models/<name>/model.keras    the Keras model, without optimizer state (smaller, and a
+                                       compiled torch optimizer would not load on other backends)
+    saved_models/<name>/<side>.json    whatever the task needs to turn text into ids and back
+    saved_models/<name>/card.json      task, corpus, split sizes, settings, environment, metrics
+
+Task-neutral: the translator, the sentiment classifier and the character model all use it.
+"""
+
+import datetime
+import json
+import os
+import platform
+import shutil
+import tempfile
+
+import keras
+
+MODEL_FILE = "model.keras"
+CARD_FILE = "card.json"
+
+
+class ArtifactError(FileNotFoundError):
+    """A saved-model folder is missing or incomplete (the message says what to do)."""
+
+
+def write_json(path, data):
+    """Write `data` as UTF-8 JSON (non-ASCII kept readable), atomically."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=folder, delete=False, suffix=".tmp") as handle:
+        json.dump(data, handle, ensure_ascii=False, indent=1)
+        handle.write("\n")
+    os.replace(handle.name, path)
+
+
+def read_json(path):
+    """Read a JSON file; a missing or unreadable one raises `ArtifactError` naming it."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        raise ArtifactError(f"{path} is missing") from None
+    except (OSError, ValueError) as error:
+        raise ArtifactError(f"{path} is not readable JSON ({error})") from None
+
+
+def environment():
+    """Backend, library versions and hardware, for the card."""
+    return {
+        "backend": keras.backend.backend(),
+        "keras": keras.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def without_optimizer(model):
+    """A copy of `model` with the same architecture and weights and no optimizer/compile state."""
+    clone = model.__class__.from_config(model.get_config())
+    clone.build_from_config(model.get_build_config())
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def save(directory, model, side_files=None, card=None):
+    """Write a saved-model folder.
+
+    Args:
+        directory: The folder; created if needed. Files of the same names are replaced.
+        model: A built Keras model; saved without its optimizer.
+        side_files: dict `file name -> JSON-serialisable data`, e.g. `{"source_vocab.json": {...}}`.
+        card: dict for `card.json`; `saved_at` and `environment` are added when missing.
+
+    Returns:
+        The folder path.
+    """
+    os.makedirs(directory, exist_ok=True)
+    # Save to a temporary name first so an interrupted save never leaves a broken model.keras.
+    temporary = os.path.join(directory, MODEL_FILE + ".tmp.keras")
+    without_optimizer(model).save(temporary)
+    os.replace(temporary, os.path.join(directory, MODEL_FILE))
+    for name, data in (side_files or {}).items():
+        write_json(os.path.join(directory, name), data)
+    if card is not None:
+        card = {"saved_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "environment": environment(), **card}
+        write_json(os.path.join(directory, CARD_FILE), card)
+    return directory
+
+
+def load(directory, side_files=()):
+    """Load a saved-model folder on the current backend (safe mode, `compile=False`).
+
+    Args:
+        directory: The folder written by `save`.
+        side_files: Names of the JSON side files to read.
+
+    Returns:
+        `(model, sides, card)`: the Keras model, dict `name -> data`, and the card (`{}` if absent).
+
+    Raises:
+        ArtifactError: the folder, `model.keras` or a side file is missing or unreadable.
+    """
+    if not os.path.isdir(directory):
+        raise ArtifactError(f"no saved model at {directory!r} (expected a folder with {MODEL_FILE})")
+    path = os.path.join(directory, MODEL_FILE)
+    if not os.path.isfile(path):
+        raise ArtifactError(f"{directory!r} has no {MODEL_FILE}")
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as error:  # noqa: BLE001 - a broken file gets a one-line message
+        raise ArtifactError(f"could not load {path}: {type(error).__name__}: {error}") from None
+    sides = {name: read_json(os.path.join(directory, name)) for name in side_files}
+    card_path = os.path.join(directory, CARD_FILE)
+    card = read_json(card_path) if os.path.exists(card_path) else {}
+    return model, sides, card
+
+
+def copy_folder(source, destination):
+    """Replace `destination` with a copy of the saved-model folder `source`."""
+    if os.path.abspath(source) != os.path.abspath(destination):
+        shutil.rmtree(destination, ignore_errors=True)
+        shutil.copytree(source, destination)
+    return destination

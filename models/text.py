@@ -1,0 +1,159 @@
+"""Text to token ids and back, in plain Python (strings never enter a Keras model).
+
+* `normalize`: Unicode NFC, invisible characters removed, whitespace collapsed. Accents, case and
+  the Spanish inverted marks stay: this is the text a user sees.
+* `split_words`: words, numbers (`3.5`, `10,000`, `2:30`) and single punctuation marks, in their
+  original case; `tokenize` lowercases them for the model.
+* `Vocabulary`: token <-> id with reserved ids for padding, unknown words, start and end.
+* `detokenize` + `TrueCaser`: model tokens back to normal text, so that BLEU is computed on text
+  like the references (spacing around punctuation, capital letters restored).
+
+Everything here is task-neutral: the sentiment and character models can reuse `Vocabulary`.
+"""
+
+import collections
+import re
+import unicodedata
+
+PAD, UNK, START, END = "", "[UNK]", "[START]", "[END]"
+RESERVED = (PAD, UNK, START, END)  # ids 0, 1, 2, 3
+
+# Numbers with inner separators first, then words with inner apostrophes ("don't", "Tom's": one
+# token, as sacrebleu's 13a tokenizer keeps them), then any other single non-space character.
+_TOKEN = re.compile(r"\d+(?:[.,:]\d+)+|\w+(?:'\w+)*|[^\w\s]")
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "`": "'"})
+_NO_SPACE_BEFORE = set(".,;:!?)]}%»…'")
+_NO_SPACE_AFTER = set("¿¡([{«$")
+_JOINERS = set("-/")  # "well-known", "24/7": no space on either side
+
+
+def normalize(text):
+    """NFC, zero-width and control characters removed, runs of whitespace -> one space."""
+    text = unicodedata.normalize("NFC", str(text))
+    text = "".join(ch for ch in text if unicodedata.category(ch) not in ("Cf", "Cc") or ch in "\t\n")
+    return " ".join(text.split())
+
+
+def split_words(text):
+    """Tokens of `normalize(text)` in their original case, e.g. `'¿Dónde está Tom?'` ->
+    `['¿', 'Dónde', 'está', 'Tom', '?']`. Curly apostrophes become straight ones."""
+    return _TOKEN.findall(normalize(text).translate(_APOSTROPHES))
+
+
+def tokenize(text):
+    """Lowercased model tokens of `text`."""
+    return [token.lower() for token in split_words(text)]
+
+
+class Vocabulary:
+    """Token <-> id mapping; ids 0-3 are padding, `[UNK]`, `[START]` and `[END]`.
+
+    Args:
+        tokens: The full token list, reserved tokens first (as `tokens` returns it).
+    """
+
+    pad_id, unk_id, start_id, end_id = 0, 1, 2, 3
+
+    def __init__(self, tokens):
+        tokens = list(tokens)
+        if tuple(tokens[: len(RESERVED)]) != RESERVED:
+            raise ValueError(f"A vocabulary must start with the reserved tokens {RESERVED}.")
+        self.tokens = tokens
+        self.index = {token: i for i, token in enumerate(tokens)}
+
+    @classmethod
+    def build(cls, token_lists, max_size=None, min_count=1):
+        """Most frequent tokens of an iterable of token lists (the training split only), at most
+        `max_size` entries including the 4 reserved ones, each seen at least `min_count` times.
+        Ties are broken alphabetically so that the vocabulary is deterministic."""
+        counts = collections.Counter(token for tokens in token_lists for token in tokens)
+        ranked = sorted((t for t, c in counts.items() if c >= min_count and t not in RESERVED),
+                        key=lambda t: (-counts[t], t))
+        if max_size is not None:
+            ranked = ranked[: max(0, max_size - len(RESERVED))]
+        return cls(list(RESERVED) + ranked)
+
+    def __len__(self):
+        return len(self.tokens)
+
+    def encode(self, tokens):
+        """List of ids; unknown tokens map to `unk_id`."""
+        return [self.index.get(token, self.unk_id) for token in tokens]
+
+    def decode(self, ids):
+        """Tokens of `ids`, stopping at the end id and skipping padding and the start id."""
+        out = []
+        for i in ids:
+            i = int(i)
+            if i == self.end_id:
+                break
+            if i not in (self.pad_id, self.start_id):
+                out.append(self.tokens[i])
+        return out
+
+    def to_json(self):
+        return {"tokens": self.tokens}
+
+    @classmethod
+    def from_json(cls, data):
+        return cls(data["tokens"])
+
+
+class TrueCaser:
+    """Restores case: each word's most frequent cased form in the training targets, counted away
+    from the start of a sentence (where every word is capitalised), and a capital first letter.
+
+    Args:
+        forms: dict lowercased token -> cased form (only entries that differ are needed).
+    """
+
+    def __init__(self, forms=None):
+        self.forms = dict(forms or {})
+
+    @classmethod
+    def build(cls, sentences):
+        """Learn the cased forms from raw target sentences (training split only)."""
+        counts = collections.Counter()
+        for sentence in sentences:
+            words = split_words(sentence)
+            first = next((i for i, w in enumerate(words) if w[:1].isalnum()), None)
+            counts.update(w for i, w in enumerate(words) if i != first)
+        best = {}  # lowercased -> (count, form); ties go to the lowercase-first form for stability
+        for form, count in sorted(counts.items()):
+            low = form.lower()
+            if low not in best or count > best[low][0]:
+                best[low] = (count, form)
+        return cls({low: form for low, (_, form) in best.items() if form != low})
+
+    def __call__(self, tokens):
+        """Cased tokens for lowercased `tokens`, the first word capitalised."""
+        cased = [self.forms.get(token, token) for token in tokens]
+        for i, token in enumerate(cased):
+            if token[:1].isalnum():
+                cased[i] = token[:1].upper() + token[1:]
+                break
+        return cased
+
+    def to_json(self):
+        return {"forms": self.forms}
+
+    @classmethod
+    def from_json(cls, data):
+        return cls(data["forms"])
+
+
+def detokenize(tokens):
+    """Join tokens into normal text: `['¿', 'dónde', 'está', 'tom', '?']` -> `'¿dónde está tom?'`.
+
+    Closing punctuation hugs the word before it, opening marks the word after, hyphens and slashes
+    both; straight double quotes alternate between opening and closing.
+    """
+    text, glue_next, quotes = "", True, 0
+    for token in tokens:
+        opening_quote = token == '"' and quotes % 2 == 0
+        if token == '"':
+            quotes += 1
+        glue = glue_next or token in _JOINERS or (token in _NO_SPACE_BEFORE) or (token == '"' and not opening_quote)
+        text += token if glue else " " + token
+        glue_next = token in _NO_SPACE_AFTER or token in _JOINERS or opening_quote
+    return text

@@ -1,0 +1,222 @@
+"""Corpora: download through the Keras cache, parse, deduplicate and split deterministically.
+
+Each corpus is one `Corpus` entry (canonical origin, checksum, the file inside the archive) and one
+small parser, so the IMDB and Shakespeare loaders slot in beside `load_spa_eng`. On a machine with
+internet `keras.utils.get_file` downloads the archive on first use; offline it finds the copy in
+`$KERAS_HOME/datasets` (see shared/data/SOURCES.md).
+"""
+
+import dataclasses
+import hashlib
+import os
+
+import numpy as np
+
+from models.text import normalize
+
+
+@dataclasses.dataclass(frozen=True)
+class Corpus:
+    """Where a corpus comes from: the archive name, its canonical origin, its sha256 (or `None`
+    where only a repacked copy exists) and the path of the data file inside the extracted folder."""
+
+    fname: str
+    origin: str
+    sha256: str | None
+    member: str
+    extract: bool = True
+
+
+CORPORA = {
+    "spa-eng": Corpus(
+        fname="spa-eng.zip",
+        origin="http://storage.googleapis.com/download.tensorflow.org/data/spa-eng.zip",
+        sha256="0c4fd7825d3d872488d38c157f784e035edab4f2ff0df25a2a208790ecb5b58f",
+        member="spa-eng/spa.txt",
+    ),
+}
+
+
+def corpus_file(name):
+    """Local path of the data file of corpus `name`, downloading the archive if it is not cached.
+
+    Raises:
+        RuntimeError: with a one-line explanation when the archive is neither cached nor reachable.
+    """
+    import keras  # imported here: data.py must not fix the backend for callers that only parse
+
+    corpus = CORPORA[name]
+    try:
+        path = keras.utils.get_file(
+            corpus.fname, corpus.origin, file_hash=corpus.sha256, extract=corpus.extract
+        )
+    except Exception as error:  # noqa: BLE001 - any download failure gets the same advice
+        cache = os.path.join(os.environ.get("KERAS_HOME", "~/.keras"), "datasets")
+        raise RuntimeError(
+            f"could not get {corpus.fname} from {corpus.origin} ({type(error).__name__}); offline, "
+            f"copy it into {cache}/ first"
+        ) from None
+    return os.path.join(path, corpus.member) if corpus.extract else path
+
+
+def file_sha256(path):
+    """Hex sha256 of a file (recorded in model cards)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_pairs(path, columns=2):
+    """Tab-separated sentence pairs, normalised (NFC, invisible characters dropped, whitespace
+    collapsed; accents, case and inverted marks kept). Lines with an empty side are skipped."""
+    pairs = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            fields = line.rstrip("\n").split("\t")
+            if len(fields) < columns:
+                continue
+            pair = tuple(normalize(field) for field in fields[:columns])
+            if all(pair):
+                pairs.append(pair)
+    return pairs
+
+
+def load_spa_eng():
+    """The 118,964 (English, Spanish) pairs of `spa-eng.zip`, normalised, in file order.
+
+    Returns:
+        `(pairs, info)`: a list of `(english, spanish)` strings and `{"file", "sha256", "origin"}`.
+    """
+    path = corpus_file("spa-eng")
+    info = {"file": "spa-eng.zip:" + CORPORA["spa-eng"].member, "origin": CORPORA["spa-eng"].origin,
+            "sha256": CORPORA["spa-eng"].sha256, "member_sha256": file_sha256(path)}
+    return read_pairs(path), info
+
+
+def drop_duplicates(items, key=None):
+    """Items without repeats (equal `key(item)`, default the item itself), first occurrence kept,
+    order preserved."""
+    seen, kept = set(), []
+    for item in items:
+        k = item if key is None else key(item)
+        if k not in seen:
+            seen.add(k)
+            kept.append(item)
+    return kept
+
+
+def split_by_key(items, key, fractions, seed):
+    """Split `items` into `len(fractions) + 1` parts so that all items with the same `key(item)`
+    land in the same part (for translation: one source sentence is never both in training and in
+    validation or test). The groups are shuffled with `seed`; part i > 0 gets `fractions[i - 1]`
+    of the groups, part 0 (training) the rest.
+
+    Returns:
+        A list of lists of items, each in the original order.
+    """
+    keys = list(dict.fromkeys(key(item) for item in items))  # unique, in first-seen order
+    rank = np.empty(len(keys), dtype=np.int64)
+    rank[np.random.default_rng(seed).permutation(len(keys))] = np.arange(len(keys))
+    bounds = np.cumsum([int(round(f * len(keys))) for f in fractions])
+    # rank < bounds[0] -> part 1, bounds[0] <= rank < bounds[1] -> part 2, ..., the rest -> part 0
+    part = (np.searchsorted(bounds, rank, side="right") + 1) % (len(fractions) + 1)
+    part_of_key = dict(zip(keys, part.tolist()))
+    parts = [[] for _ in range(len(fractions) + 1)]
+    for item in items:
+        parts[part_of_key[key(item)]].append(item)
+    return parts
+
+
+# --- IMDB reviews ------------------------------------------------------------------------------
+
+CORPORA["imdb"] = Corpus(
+    fname="aclImdb_v1.tar.gz",
+    origin="https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz",
+    sha256=None,  # shared/data holds a faithful repack whose hash differs from the original's
+    member="aclImdb",
+)
+IMDB_TFDS_URL = "http://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
+
+
+def load_imdb(source="keras"):
+    """The Large Movie Review Dataset: official train and test splits of labelled reviews.
+
+    Args:
+        source: `"keras"` reads the extracted archive from the Keras cache (downloading it if
+            needed); `"tfds"` reads TensorFlow Datasets' `imdb_reviews`, prepared offline from the
+            same archive when it is not prepared yet.
+
+    Returns:
+        dict with `"train"` and `"test"`: `(texts, labels)` (labels 1 positive, 0 negative, in a
+        fixed order: negatives then positives, files sorted by name), and `"info"` for the card.
+    """
+    if source == "tfds":
+        return _load_imdb_tfds()
+    root = corpus_file("imdb")
+    splits = {}
+    for split in ("train", "test"):
+        texts, labels = [], []
+        for label, folder in ((0, "neg"), (1, "pos")):
+            directory = os.path.join(root, split, folder)
+            for name in sorted(os.listdir(directory)):
+                with open(os.path.join(directory, name), encoding="utf-8") as handle:
+                    texts.append(handle.read())
+                labels.append(label)
+        splits[split] = (texts, np.asarray(labels, dtype="int32"))
+    info = {"source": "keras", "origin": CORPORA["imdb"].origin, "file": CORPORA["imdb"].fname}
+    return {**splits, "info": info}
+
+
+def _load_imdb_tfds():
+    """`imdb_reviews` from TFDS. Offline, TFDS looks for the archive in
+    `<data_dir>/downloads/manual/`; it is linked there from the Keras cache, and the checksum
+    TFDS expects is replaced by the local file's (the shared copy is a repack; see SOURCES.md)."""
+    import keras
+    import tensorflow_datasets as tfds
+    from tensorflow_datasets.core.download import checksums
+
+    data_dir = os.environ.get("TFDS_DATA_DIR") or os.path.join(
+        os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras")), "tensorflow_datasets")
+    builder = tfds.builder("imdb_reviews", data_dir=data_dir)
+    if not builder.is_prepared():
+        manual = os.path.join(data_dir, "downloads", "manual")
+        os.makedirs(manual, exist_ok=True)
+        archive = os.path.join(manual, CORPORA["imdb"].fname)
+        if not os.path.exists(archive):
+            cached = keras.utils.get_file(CORPORA["imdb"].fname, CORPORA["imdb"].origin)
+            os.symlink(cached, archive)
+        local = checksums.compute_url_info(archive)
+        infos = dict(type(builder).url_infos or {})
+        infos[IMDB_TFDS_URL] = checksums.UrlInfo(size=local.size, checksum=local.checksum,
+                                                 filename=CORPORA["imdb"].fname)
+        type(builder).url_infos = infos  # this process only; the installed package is untouched
+        builder.download_and_prepare()
+    splits = {}
+    for split in ("train", "test"):
+        batch = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
+        texts = [t.decode("utf-8") for t in batch["text"]]
+        splits[split] = (texts, np.asarray(batch["label"], dtype="int32"))
+    return {**splits, "info": {"source": "tfds imdb_reviews", "data_dir": data_dir, "origin": IMDB_TFDS_URL}}
+
+
+def subset(texts, labels, size, seed):
+    """A seeded random subset of at most `size` examples, in their original order."""
+    if size >= len(texts):
+        return texts, labels
+    keep = np.sort(np.random.default_rng(seed).choice(len(texts), size, replace=False))
+    return [texts[i] for i in keep], np.asarray(labels)[keep]
+
+
+def holdout(texts, labels, fraction, seed):
+    """Split off a seeded random `fraction` (validation) from training examples.
+
+    Returns:
+        `((train_texts, train_labels), (held_texts, held_labels))`.
+    """
+    order = np.random.default_rng(seed).permutation(len(texts))
+    cut = int(round(fraction * len(texts)))
+    held, kept = np.sort(order[:cut]), np.sort(order[cut:])
+    labels = np.asarray(labels)
+    return ([texts[i] for i in kept], labels[kept]), ([texts[i] for i in held], labels[held])

@@ -1,0 +1,308 @@
+"""Train and score the Spanish -> English translator (or English -> Spanish).
+
+    python -m trainers.translate                      # default run, then BLEU/chrF on the test split
+    python -m trainers.translate --quick --out /tmp/translate-quick
+    python -m trainers.translate --evaluate --model saved_models/translate-spa-eng --test-file f.tsv
+
+Data: `spa-eng.zip` (Tatoeba via manythings.org/anki), normalised, duplicates dropped, split by
+source sentence (seeded) so that no validation or test source occurs in training. Vocabularies and
+the casing model come from the training split only. Scores are sacrebleu corpus BLEU and chrF of
+the detokenised, cased output against the raw references (default 13a tokenisation,
+case-sensitive); a source with several translations is scored against all of them.
+"""
+
+import os
+import sys
+import time
+
+from trainers import cli  # first: sets environment variables read when Keras/TensorFlow load
+
+import keras
+import numpy as np
+import sacrebleu
+
+from models.text import TrueCaser, Vocabulary, tokenize
+from models.translator import Seq2SeqAttention, Translator, masked_accuracy, masked_loss
+from trainers import data
+
+# Defaults, sized by measurement on a 2-core CPU with KERAS_BACKEND=jax (reasoning below).
+DEFAULTS = dict(
+    epochs=10, batch_size=64, units=256, seed=42, out=None, max_examples=None,
+    embedding_dim=128, source_vocab=16000, target_vocab=8000, min_count=2, max_length=20,
+    learning_rate=2e-3, clipnorm=1.0, patience=2, beam_width=5, length_penalty=1.0,
+)
+QUICK = dict(epochs=2, units=64, embedding_dim=64, max_examples=8000, source_vocab=3000, target_vocab=2000,
+             max_length=12, batch_size=64)
+VALIDATION_FRACTION = TEST_FRACTION = 0.03  # of the unique source sentences
+
+
+def build_parser():
+    p = cli.parser("python -m trainers.translate", __doc__.split("\n\n")[0], DEFAULTS, QUICK)
+    p.add_argument("--direction", choices=["spa-eng", "eng-spa"], default="spa-eng",
+                   help="source-target languages (default spa-eng)")
+    p.add_argument("--cell", choices=["gru", "lstm"], default="gru", help="recurrent cell (default gru)")
+    p.add_argument("--embedding-dim", type=cli.positive_int, help="embedding size (default 128)")
+    p.add_argument("--source-vocab", type=cli.positive_int, help="most source words kept (default 16000)")
+    p.add_argument("--target-vocab", type=cli.positive_int, help="most target words kept (default 8000)")
+    p.add_argument("--min-count", type=cli.positive_int, help="words seen fewer times in training are unknown (default 2)")
+    p.add_argument("--max-length", type=cli.positive_int,
+                   help="longest training sentence in words (default 20); longer pairs are left out of training")
+    p.add_argument("--learning-rate", type=float, help="Adam learning rate (default 2e-3)")
+    p.add_argument("--clipnorm", type=float, help="gradient clipping norm (default 1.0)")
+    p.add_argument("--patience", type=cli.positive_int, help="epochs without a better validation loss before stopping (default 2)")
+    p.add_argument("--beam-width", type=cli.positive_int, help="beam width of the evaluation (default 5)")
+    p.add_argument("--length-penalty", type=float, help="alpha of the GNMT length normalisation (default 1.0)")
+    p.add_argument("--test-file", help="with --evaluate: a UTF-8 file of source<TAB>reference[<TAB>reference...] lines")
+    p.add_argument("--show", type=int, default=5, help="examples to print (default 5)")
+    return p
+
+
+# --- data -------------------------------------------------------------------------------------------
+
+def load_pairs(args):
+    """`(source, target)` pairs of the chosen direction, deduplicated (and subsampled)."""
+    english_spanish, info = data.load_spa_eng()
+    pairs = [(s, e) for e, s in english_spanish] if args.direction == "spa-eng" else english_spanish
+    pairs = data.drop_duplicates(pairs, key=lambda p: (tuple(tokenize(p[0])), tuple(tokenize(p[1]))))
+    info["pairs"], info["duplicates_dropped"] = len(english_spanish), len(english_spanish) - len(pairs)
+    if args.max_examples and args.max_examples < len(pairs):
+        keep = np.sort(np.random.default_rng(args.seed).choice(len(pairs), args.max_examples, replace=False))
+        pairs = [pairs[i] for i in keep]
+    return pairs, info
+
+
+def source_key(pair):
+    """Split key: the source as the model reads it (case and spacing ignored)."""
+    return " ".join(tokenize(pair[0]))
+
+
+def split_pairs(pairs, seed):
+    """`(train, validation, test)`, grouped by source sentence."""
+    return data.split_by_key(pairs, source_key, (VALIDATION_FRACTION, TEST_FRACTION), seed)
+
+
+def encode_pairs(pairs, source_vocab, target_vocab, max_length):
+    """Id lists of the pairs whose sides have at most `max_length` words: `(sources, targets)`,
+    targets wrapped as `[START] ... [END]`."""
+    sources, targets = [], []
+    for source, target in pairs:
+        s, t = tokenize(source), tokenize(target)
+        if 0 < len(s) <= max_length and 0 < len(t) <= max_length:
+            sources.append(source_vocab.encode(s))
+            targets.append([Vocabulary.start_id] + target_vocab.encode(t) + [Vocabulary.end_id])
+    return sources, targets
+
+
+class Batches(keras.utils.PyDataset):
+    """Batches of pairs of similar length: `((source, target_in), target_out)`, int32, zero-padded
+    to a multiple of 4 steps so that XLA compiles only a few batch shapes.
+
+    Each epoch shuffles the pairs, sorts them by length within chunks of 64 batches, cuts batches
+    and shuffles the batches (less padding than random batches, and still random order).
+    """
+
+    def __init__(self, sources, targets, batch_size, seed, shuffle=True):
+        super().__init__()
+        self.sources, self.targets = sources, targets
+        self.batch_size, self.seed, self.shuffle, self.epoch = batch_size, seed, shuffle, 0
+        self.lengths = np.array([max(len(s), len(t)) for s, t in zip(sources, targets)])
+        self._plan()
+
+    def _plan(self):
+        rng = np.random.default_rng(self.seed + self.epoch)
+        order = rng.permutation(len(self.sources)) if self.shuffle else np.arange(len(self.sources))
+        chunk = 64 * self.batch_size
+        order = np.concatenate([c[np.argsort(self.lengths[c], kind="stable")]
+                                for c in np.array_split(order, max(1, len(order) // chunk))]) if len(order) else order
+        self.batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        if self.shuffle:
+            if len(self.batches) > 1 and len(self.batches[-1]) < self.batch_size:
+                self.batches.pop()  # a ragged last batch would cost one more compilation
+            rng.shuffle(self.batches)
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __getitem__(self, index):
+        rows = self.batches[index]
+        source = _pad([self.sources[i] for i in rows])
+        target = _pad([self.targets[i] for i in rows], extra=1)
+        return (source, target[:, :-1]), target[:, 1:]
+
+    def on_epoch_end(self):
+        self.epoch += 1
+        self._plan()
+
+
+def _pad(sequences, extra=0, multiple=4):
+    width = -(-(max(len(s) for s in sequences) - extra) // multiple) * multiple + extra
+    out = np.zeros((len(sequences), width), dtype=np.int32)
+    for row, s in enumerate(sequences):
+        out[row, : len(s)] = s
+    return out
+
+
+# --- scoring ----------------------------------------------------------------------------------------
+
+def group_references(pairs):
+    """`(sources, reference_streams)`: one source text per distinct source, and sacrebleu reference
+    streams padded with `None` where a source has fewer references than the most (sacrebleu skips
+    `None`; an empty string would count as a real, empty reference)."""
+    groups = {}
+    for source, target in pairs:
+        groups.setdefault(source_key((source, target)), (source, []))[1].append(target)
+    sources = [source for source, _ in groups.values()]
+    width = max((len(refs) for _, refs in groups.values()), default=0)
+    streams = [[refs[i] if i < len(refs) else None for _, refs in groups.values()] for i in range(width)]
+    return sources, streams
+
+
+def score(translator, sources, streams, beam_width, length_penalty=None):
+    """Translate and score: `{"bleu", "chrf", "bleu_signature", "chrf_signature", "seconds"}` and the
+    hypotheses."""
+    start = time.perf_counter()
+    hypotheses = [t.text for t in translator.translate(sources, beam_width=beam_width,
+                                                       length_penalty=length_penalty)]
+    seconds = time.perf_counter() - start
+    bleu, chrf = sacrebleu.metrics.BLEU(), sacrebleu.metrics.CHRF()
+    result = {
+        "bleu": round(bleu.corpus_score(hypotheses, streams).score, 2),
+        "chrf": round(chrf.corpus_score(hypotheses, streams).score, 2),
+        "bleu_signature": str(bleu.get_signature()), "chrf_signature": str(chrf.get_signature()),
+        "sentences": len(sources), "seconds": round(seconds, 1),
+    }
+    return result, hypotheses
+
+
+def report(name, results, sources, streams, hypotheses, show):
+    for label, metrics in results.items():
+        print(f"{name} {label}: BLEU {metrics['bleu']:.2f}  chrF {metrics['chrf']:.2f}  "
+              f"({metrics['sentences']} sentences, {metrics['seconds']} s)")
+    for i in range(min(show, len(sources))):
+        print(f"  source:    {sources[i]}\n  reference: {streams[0][i]}\n  output:    {hypotheses[i]}")
+
+
+def read_test_file(path):
+    """`(sources, reference_streams)` of a `source<TAB>reference[<TAB>reference...]` file."""
+    if not os.path.isfile(path):
+        raise cli.UsageError(f"test file {path!r} does not exist")
+    pairs = []
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                fields = [f.strip() for f in line.rstrip("\n").split("\t")]
+                if len(fields) < 2 or not fields[0] or not all(fields[1:]):
+                    raise cli.UsageError(f"{path} line {number}: expected 'source<TAB>reference', got {line.strip()[:60]!r}")
+                pairs.extend((fields[0], ref) for ref in fields[1:])
+    except UnicodeDecodeError:
+        raise cli.UsageError(f"test file {path!r} is not UTF-8 text") from None
+    if not pairs:
+        raise cli.UsageError(f"test file {path!r} has no source<TAB>reference lines")
+    return group_references(pairs)
+
+
+def evaluate(args):
+    directory = args.model or args.out
+    translator = Translator.load(directory)
+    sources, streams = read_test_file(args.test_file)
+    results, shown = {}, None
+    for width in sorted({1, args.beam_width}):
+        label = "greedy" if width == 1 else f"beam {width}"
+        results[label], hypotheses = score(translator, sources, streams, width, args.length_penalty)
+        shown = hypotheses
+    report(os.path.basename(args.test_file), results, sources, streams, shown, args.show)
+    return 0
+
+
+# --- training ---------------------------------------------------------------------------------------
+
+def train(args):
+    keras.utils.set_random_seed(args.seed)
+    cli.flush_denormals()
+    started = time.time()
+    pairs, corpus = load_pairs(args)
+    train_pairs, validation_pairs, test_pairs = split_pairs(pairs, args.seed)
+    sizes = {name: {"pairs": len(part), "sources": len({source_key(p) for p in part})}
+             for name, part in (("train", train_pairs), ("validation", validation_pairs), ("test", test_pairs))}
+    print(f"{corpus['pairs']} pairs, {corpus['duplicates_dropped']} duplicates dropped, "
+          f"{len(pairs)} used; split by source sentence (seed {args.seed}): "
+          + ", ".join(f"{k} {v['pairs']} pairs / {v['sources']} sources" for k, v in sizes.items()))
+
+    source_vocab = Vocabulary.build((tokenize(s) for s, _ in train_pairs), args.source_vocab, args.min_count)
+    target_vocab = Vocabulary.build((tokenize(t) for _, t in train_pairs), args.target_vocab, args.min_count)
+    truecaser = TrueCaser.build(t for _, t in train_pairs)
+    train_data = Batches(*encode_pairs(train_pairs, source_vocab, target_vocab, args.max_length),
+                         args.batch_size, args.seed)
+    validation_data = Batches(*encode_pairs(validation_pairs, source_vocab, target_vocab, args.max_length),
+                              args.batch_size, args.seed, shuffle=False)
+    print(f"vocabularies: source {len(source_vocab)}, target {len(target_vocab)} words; "
+          f"{len(train_data)} training batches of {args.batch_size}")
+
+    model = Seq2SeqAttention(len(source_vocab), len(target_vocab), args.embedding_dim, args.units, cell=args.cell)
+    model.build()
+    model.compile(keras.optimizers.Adam(args.learning_rate, clipnorm=args.clipnorm),
+                  loss=masked_loss, metrics=[masked_accuracy])
+    checkpoints = os.path.join("checkpoints", os.path.basename(os.path.normpath(args.out)))
+    callbacks, best_path = cli.training_callbacks(checkpoints, args.resume, args.patience)
+    fit_start = time.time()
+    history = model.fit(train_data, validation_data=validation_data, epochs=args.epochs,
+                        callbacks=callbacks, verbose=1)
+    train_seconds = time.time() - fit_start
+    if os.path.exists(best_path):
+        model.load_weights(best_path)
+
+    settings = {"direction": args.direction, "max_source_length": 60, "max_target_length": 60,
+                "length_penalty": args.length_penalty}
+    translator = Translator(model, source_vocab, target_vocab, truecaser, settings)
+    sources, streams = group_references(test_pairs)
+    results = {}
+    for width in sorted({1, args.beam_width}):
+        label = "greedy" if width == 1 else f"beam {width}"
+        results[label], hypotheses = score(translator, sources, streams, width)
+    report("test", results, sources, streams, hypotheses, args.show)
+
+    hyper = {k: getattr(args, k) for k in ("epochs", "batch_size", "units", "embedding_dim", "cell",
+                                           "source_vocab", "target_vocab", "min_count", "max_length",
+                                           "learning_rate", "clipnorm", "patience", "seed", "max_examples",
+                                           "quick", "beam_width", "length_penalty")}
+    val_losses = history.history.get("val_loss", [])
+    card = {
+        "task": f"translation {args.direction}",
+        "model": "Seq2SeqAttention: embedding + bidirectional encoder, decoder with Bahdanau attention",
+        "corpus": {"name": "spa-eng (Tatoeba via manythings.org/anki)", **corpus},
+        "split": {"by": "source sentence", "seed": args.seed,
+                  "fractions": {"validation": VALIDATION_FRACTION, "test": TEST_FRACTION}, **sizes},
+        "vocabulary": {"source": len(source_vocab), "target": len(target_vocab), "min_count": args.min_count},
+        "settings": hyper,
+        "parameters": int(model.count_params()),
+        "training": {"seconds": round(train_seconds, 1), "minutes": round(train_seconds / 60, 1),
+                     "epochs_run": len(val_losses),
+                     "best_epoch": int(np.argmin(val_losses)) + 1 if val_losses else None,
+                     "best_val_loss": round(float(min(val_losses)), 4) if val_losses else None,
+                     "history": {k: [round(float(x), 4) for x in v] for k, v in history.history.items()}},
+        "test": results,
+    }
+    translator.save(args.out, card)
+    print(f"training {train_seconds / 60:.1f} min (total {(time.time() - started) / 60:.1f} min); "
+          f"saved to {args.out}")
+    return 0
+
+
+def main(argv=None):
+    args = cli.resolve(build_parser().parse_args(argv), DEFAULTS, QUICK)
+    if args.out is None:  # a quick run never overwrites the real model
+        args.out = os.path.join("runs", f"translate-{args.direction}-quick") if args.quick else \
+            os.path.join("saved_models", f"translate-{args.direction}")
+    if args.evaluate:
+        if not args.test_file:
+            raise cli.UsageError("--evaluate needs --test-file FILE.tsv")
+        return evaluate(args)
+    if args.test_file:
+        raise cli.UsageError("--test-file is only used with --evaluate")
+    return train(args)
+
+
+if __name__ == "__main__":
+    cli.run(main)
