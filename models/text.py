@@ -18,9 +18,10 @@ import unicodedata
 PAD, UNK, START, END = "", "[UNK]", "[START]", "[END]"
 RESERVED = (PAD, UNK, START, END)  # ids 0, 1, 2, 3
 
-# Numbers with inner separators first, then words with inner apostrophes ("don't", "Tom's": one
-# token, as sacrebleu's 13a tokenizer keeps them), then any other single non-space character.
-_TOKEN = re.compile(r"\d+(?:[.,:]\d+)+|\w+(?:'\w+)*|[^\w\s]")
+# Abbreviations ("p.m.", "L.A.") and numbers with inner separators ("3.5", "10,000", "2:30") first,
+# then words with inner apostrophes ("don't", "Tom's": one token, as sacrebleu's 13a tokenizer keeps
+# them), then any other single non-space character.
+_TOKEN = re.compile(r"(?:[^\W\d_]\.){2,}|\d+(?:[.,:]\d+)+|\w+(?:'\w+)*|[^\w\s]")
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "`": "'"})
 _NO_SPACE_BEFORE = set(".,;:!?)]}%»…'")
 _NO_SPACE_AFTER = set("¿¡([{«$")
