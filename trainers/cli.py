@@ -38,18 +38,19 @@ def positive_int(text):
     return value
 
 
-def parser(prog, description, defaults, quick):
+def parser(prog, description, defaults, quick, notes=None):
     """A `Parser` with the shared flags.
 
     Flags whose default differs under `--quick` are parsed with default `None` and resolved by
     `resolve`, so that an explicit value always wins. `defaults` and `quick` map flag destinations
-    (`epochs`, `batch_size`, `units`, `seed`, `out`, `max_examples`, ...) to values.
+    (`epochs`, `batch_size`, `units`, `seed`, `out`, `max_examples`, ...) to values; `notes`
+    replaces the "(default ...)" text of a flag's help where a value alone does not say it.
     """
     p = Parser(prog=prog, description=description)
+    notes = notes or {}
 
     def shown(name):
-        text = f"default {defaults.get(name)}"
-        return text + (f", {quick[name]} with --quick" if name in quick else "")
+        return notes.get(name) or default_text(name, defaults, quick)
 
     p.add_argument("--epochs", type=positive_int, help=f"most epochs to train ({shown('epochs')})")
     p.add_argument("--batch-size", type=positive_int, help=f"examples per batch ({shown('batch_size')})")
@@ -64,6 +65,12 @@ def parser(prog, description, defaults, quick):
     p.add_argument("--evaluate", action="store_true", help="score the saved model --model instead of training")
     p.add_argument("--model", help="saved-model folder for --evaluate")
     return p
+
+
+def default_text(name, defaults, quick):
+    """`"default X, Y with --quick"` for a flag's help."""
+    text = f"default {defaults.get(name)}"
+    return text + (f", {quick[name]} with --quick" if name in quick else "")
 
 
 def resolve(args, defaults, quick):

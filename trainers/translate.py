@@ -12,7 +12,6 @@ case-sensitive); a source with several translations is scored against all of the
 """
 
 import os
-import sys
 import time
 
 from trainers import cli  # first: sets environment variables read when Keras/TensorFlow load
@@ -38,21 +37,28 @@ VALIDATION_FRACTION = TEST_FRACTION = 0.03  # of the unique source sentences
 
 
 def build_parser():
-    p = cli.parser("python -m trainers.translate", __doc__.split("\n\n")[0], DEFAULTS, QUICK)
+    notes = {"out": "default saved_models/translate-DIRECTION, runs/translate-DIRECTION-quick with --quick",
+             "max_examples": f"default all, {QUICK['max_examples']} with --quick"}
+    p = cli.parser("python -m trainers.translate", __doc__.split("\n\n")[0], DEFAULTS, QUICK, notes)
+
+    def flag(name, help, **kwargs):
+        dest = name[2:].replace("-", "_")
+        p.add_argument(name, help=f"{help} ({cli.default_text(dest, DEFAULTS, QUICK)})", **kwargs)
+
     p.add_argument("--direction", choices=["spa-eng", "eng-spa"], default="spa-eng",
                    help="source-target languages (default spa-eng)")
     p.add_argument("--cell", choices=["gru", "lstm"], default="gru", help="recurrent cell (default gru)")
-    p.add_argument("--embedding-dim", type=cli.positive_int, help="embedding size (default 128)")
-    p.add_argument("--source-vocab", type=cli.positive_int, help="most source words kept (default 16000)")
-    p.add_argument("--target-vocab", type=cli.positive_int, help="most target words kept (default 8000)")
-    p.add_argument("--min-count", type=cli.positive_int, help="words seen fewer times in training are unknown (default 2)")
-    p.add_argument("--max-length", type=cli.positive_int,
-                   help="longest training sentence in words (default 20); longer pairs are left out of training")
-    p.add_argument("--dropout", type=float, help="dropout on the embeddings and the attentional state (default 0.2)")
-    p.add_argument("--learning-rate", type=float, help="Adam learning rate (default 2e-3)")
-    p.add_argument("--clipnorm", type=float, help="gradient clipping norm (default 1.0)")
-    p.add_argument("--patience", type=cli.positive_int, help="epochs without a better validation loss before stopping (default 2)")
-    p.add_argument("--beam-width", type=cli.positive_int, help="beam width of the evaluation (default 5)")
+    flag("--embedding-dim", "embedding size", type=cli.positive_int)
+    flag("--source-vocab", "most source words kept", type=cli.positive_int)
+    flag("--target-vocab", "most target words kept", type=cli.positive_int)
+    flag("--min-count", "words seen fewer times in training are unknown", type=cli.positive_int)
+    flag("--max-length", "longest training sentence in words; longer pairs are left out of training",
+         type=cli.positive_int)
+    flag("--dropout", "dropout on the embeddings and the attentional state", type=float)
+    flag("--learning-rate", "initial Adam learning rate, cosine-decayed to 5%%", type=float)
+    flag("--clipnorm", "gradient clipping norm", type=float)
+    flag("--patience", "epochs without a better validation loss before stopping", type=cli.positive_int)
+    flag("--beam-width", "beam width of the evaluation", type=cli.positive_int)
     p.add_argument("--length-penalty", type=float,
                    help="alpha of the GNMT length normalisation of beam search (default: training picks the "
                         f"best of {LENGTH_PENALTIES} on the validation split; --evaluate uses the model's)")
