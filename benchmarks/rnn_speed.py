@@ -31,12 +31,17 @@ def recurrent_gflop(kind, training):
 
 def best_time(fn, repeats, warmup=2):
     """Median seconds of `fn()` over `repeats` runs after `warmup` runs."""
-    return interleaved_times([fn], repeats, warmup)[0]
+    return interleaved_times([fn], repeats, warmup)[0][0]
 
 
-def interleaved_times(fns, repeats, warmup=2):
-    """Median seconds of each of `fns`, timed in turn within every round, so that a slow phase of
-    the machine (another process, thermal drift) hits all of them alike."""
+def interleaved_times(fns, repeats, warmup=5):
+    """Time `fns` in turn within every round, so that a slow phase of the machine (another
+    process, thermal drift) hits all of them alike.
+
+    Returns `(medians, paired)`: the median seconds of each function, and for each function the
+    median over rounds of `time of fns[0] / time of this function` within the same round (the
+    paired ratio, steadier than a ratio of medians on a noisy machine).
+    """
     for fn in fns:
         for _ in range(warmup):
             fn()
@@ -46,7 +51,9 @@ def interleaved_times(fns, repeats, warmup=2):
             start = time.perf_counter()
             fn()
             bucket.append(time.perf_counter() - start)
-    return [sorted(bucket)[len(bucket) // 2] for bucket in times]
+    median = lambda values: sorted(values)[len(values) // 2]  # noqa: E731
+    paired = [median([a / b for a, b in zip(times[0], bucket)]) for bucket in times]
+    return [median(bucket) for bucket in times], paired
 
 
 def matmul_peak_gflops(n=2048):
@@ -86,11 +93,13 @@ def time_keras(kind, masked, repeats):
     lengths = rng.integers(TIME // 2, TIME + 1, size=BATCH)
     inputs = [x, np.arange(TIME)[None] < lengths[:, None]] if masked else x
     models = {"ours": keras_model(kind, True, masked), "builtin": keras_model(kind, False, masked)}
-    train = interleaved_times([lambda m=m: m.train_on_batch(inputs, y) for m in models.values()], repeats)
-    infer = interleaved_times([lambda m=m: m.predict_on_batch(inputs) for m in models.values()], repeats)
+    # The built-in runs first in each round: paired[1] = built-in time / our time = our speed-up.
+    order = [models["builtin"], models["ours"]]
+    train, train_paired = interleaved_times([lambda m=m: m.train_on_batch(inputs, y) for m in order], repeats)
+    infer, infer_paired = interleaved_times([lambda m=m: m.predict_on_batch(inputs) for m in order], repeats)
     return {
-        "ours_train_s": train[0], "builtin_train_s": train[1],
-        "ours_infer_s": infer[0], "builtin_infer_s": infer[1],
+        "ours_train_s": train[1], "builtin_train_s": train[0], "train_ratio": train_paired[1],
+        "ours_infer_s": infer[1], "builtin_infer_s": infer[0], "infer_ratio": infer_paired[1],
     }
 
 
@@ -160,9 +169,9 @@ def format_table(rows):
             lines.append(
                 f"| {r['backend']} | {r['kind']} | {'yes' if r['masked'] else 'no'} "
                 f"| {BATCH / r['ours_train_s']:.0f} | {BATCH / r['builtin_train_s']:.0f} "
-                f"| **{r['builtin_train_s'] / r['ours_train_s']:.2f}** "
+                f"| **{r['train_ratio']:.2f}** "
                 f"| {BATCH / r['ours_infer_s']:.0f} | {BATCH / r['builtin_infer_s']:.0f} "
-                f"| {r['builtin_infer_s'] / r['ours_infer_s']:.2f} "
+                f"| {r['infer_ratio']:.2f} "
                 f"| {gflops:.1f} ({100 * gflops / peak:.0f}% of {peak:.0f}) |"
             )
         elif "ref_train_s" in r:
@@ -185,7 +194,8 @@ def main(argv=None):
     if args.child:
         return child(args.repeats)
     rows = run_backends(args.backends, args.repeats)
-    print(f"batch {BATCH}, {TIME} steps, {FEATURES} inputs, {UNITS} units; ratio = ours / built-in throughput")
+    print(f"batch {BATCH}, {TIME} steps, {FEATURES} inputs, {UNITS} units; ratio = ours / built-in throughput "
+          "(median over rounds of the paired ratio)")
     print(format_table(rows))
     if args.json:
         with open(args.json, "w") as f:

@@ -299,11 +299,12 @@ class LSTMCell(GatedCell):
         if recurrent_mask is not None:
             h_prev = h_prev * recurrent_mask
         z = ops.matmul(h_prev, self.recurrent_kernel) + self.add_input_bias(projected)  # (batch, 4 units)
-        # One gate activation over all four blocks (the c block's is unused): fewer, larger ops
-        # per step, which is what a step-by-step loop pays for on CPU.
-        gates = self.recurrent_activation(z)
-        i, f, _, o = ops.split(gates, 4, axis=-1)
-        c = f * c_prev + i * self.activation(z[:, 2 * self.units : 3 * self.units])
+        # Four activations on the four blocks. One sigmoid over all of z plus a slice for the
+        # candidate block was measured slower with TensorFlow's loop (training 0.76 vs 0.91 of
+        # the built-in's speed) and no faster elsewhere.
+        z_i, z_f, z_c, z_o = ops.split(z, 4, axis=-1)
+        i, f, o = self.recurrent_activation(z_i), self.recurrent_activation(z_f), self.recurrent_activation(z_o)
+        c = f * c_prev + i * self.activation(z_c)
         h = o * self.activation(c)
         return h, [h, c]
 

@@ -34,6 +34,7 @@ def write_json(path, data):
     with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=folder, delete=False, suffix=".tmp") as handle:
         json.dump(data, handle, ensure_ascii=False, indent=1)
         handle.write("\n")
+    os.chmod(handle.name, 0o644)  # temporary files are private (0600); these are meant to be shared
     os.replace(handle.name, path)
 
 
@@ -69,6 +70,17 @@ def _cpu_name():
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+class BuildsFromSettings:
+    """Mixin for models whose `build()` needs no input shape (every weight's shape follows from
+    the constructor's settings): a saved model is rebuilt by calling `build()`."""
+
+    def get_build_config(self):
+        return {"input_shape": None}
+
+    def build_from_config(self, config):
+        self.build()
 
 
 def without_optimizer(model):

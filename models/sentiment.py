@@ -60,6 +60,7 @@ class SentimentConfig:
     cell: str = "lstm"  # "lstm" or "gru"
     dropout: float = 0.3
     max_length: int = 400
+    word_dropout: float = 0.0  # fraction of words whose whole embedding is zeroed in training
 
 
 @keras.saving.register_keras_serializable(package="rnn_suite")
@@ -67,19 +68,24 @@ class SentimentNet(keras.Model):
     """Bidirectional recurrent classifier over token ids; `call` returns logits `(batch,)`.
 
     Args:
-        vocab_size, embed_dim, units, cell, dropout, max_length: see `SentimentConfig`
-            (`max_length` is recorded for inference; the network takes any length).
+        vocab_size, embed_dim, units, cell, dropout, max_length, word_dropout: see
+            `SentimentConfig` (`max_length` is recorded for inference; the network takes any length).
+            `word_dropout` drops whole words (their full embedding vector, noise shape
+            `(batch, time, 1)`), so the classifier cannot lean on a few rare words, such as the
+            names of the films in the training reviews, that never occur in the test reviews.
     """
 
-    def __init__(self, vocab_size, embed_dim, units, cell="lstm", dropout=0.3, max_length=400, **kwargs):
+    def __init__(self, vocab_size, embed_dim, units, cell="lstm", dropout=0.3, max_length=400, word_dropout=0.0,
+                 **kwargs):
         super().__init__(**kwargs)
         if cell not in ("lstm", "gru"):
             raise ValueError(f"cell must be 'lstm' or 'gru', got {cell!r}")
-        self.config = SentimentConfig(vocab_size, embed_dim, units, cell, dropout, max_length)
+        self.config = SentimentConfig(vocab_size, embed_dim, units, cell, dropout, max_length, word_dropout)
         rnn = {"lstm": layers.LSTM, "gru": layers.GRU}[cell]
         self.embedding = keras.layers.Embedding(vocab_size, embed_dim, name="embedding")
         self.encoder = keras.layers.Bidirectional(rnn(units, return_sequences=True), name="encoder")
         self.pooling = layers.MaskedMeanMaxPooling(name="pooling")
+        self.word_dropout = keras.layers.Dropout(word_dropout, noise_shape=(None, None, 1), name="word_dropout")
         self.dropout = keras.layers.Dropout(dropout)
         self.head = keras.layers.Dense(1, name="head")
 
@@ -97,6 +103,7 @@ class SentimentNet(keras.Model):
 
     def call_embedded(self, embedded, mask, training=False):
         """Logits `(batch,)` from embeddings `(batch, time, embed_dim)` and a `(batch, time)` mask."""
+        embedded = self.word_dropout(embedded, training=training)  # (batch, time, embed_dim)
         h = self.encoder(embedded, mask=mask, training=training)  # (batch, time, 2 units)
         pooled = self.dropout(self.pooling(h, mask=mask), training=training)  # (batch, 4 units)
         return ops.squeeze(self.head(pooled), -1)

@@ -50,7 +50,7 @@ class TiedOutput(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="rnn_suite")
-class Seq2SeqAttention(keras.Model):
+class Seq2SeqAttention(artifacts.BuildsFromSettings, keras.Model):
     """Encoder-decoder with additive attention.
 
     Args:
@@ -170,12 +170,6 @@ class Seq2SeqAttention(keras.Model):
         self.combine.build((None, 3 * units))
         self.output_layer.build((None, embedding))
         self.built = True
-
-    def get_build_config(self):
-        return {"input_shape": None}
-
-    def build_from_config(self, config):
-        self.build()
 
     def get_config(self):
         return {**super().get_config(), **self.settings}

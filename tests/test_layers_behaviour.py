@@ -1,18 +1,14 @@
 """Our recurrent layers beyond equality: stateful runs, dropout in training, configs,
 `.keras` save/load (also under another backend) and clear errors for bad arguments."""
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import keras
 from keras import ops
 
 import layers
+from helpers import run_on_other_backend
 
-OTHER_BACKEND = {"tensorflow": "jax", "jax": "torch", "torch": "tensorflow"}[keras.backend.backend()]
 
 
 def small_model(seed=0):
@@ -107,9 +103,7 @@ def test_keras_file_loads_under_another_backend(tmp_path):
         f"x = np.load(r'{tmp_path / 'x.npy'}')\n"
         f"np.save(r'{tmp_path / 'y.npy'}', keras.ops.convert_to_numpy(m(x)))\n"
     )
-    env = dict(os.environ, KERAS_BACKEND=OTHER_BACKEND)
-    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
+    run_on_other_backend(script)
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), ops.convert_to_numpy(model(x)), atol=1e-5)
 
 

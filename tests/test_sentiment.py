@@ -1,10 +1,6 @@
 """Sentiment model: learning, padding invariance, HTML, explanations, save/load across backends,
 and awkward inputs (empty, huge, non-English, emoji)."""
 
-import os
-import subprocess
-import sys
-
 import keras
 import numpy as np
 import pytest
@@ -12,8 +8,8 @@ from keras import ops
 
 from models.sentiment import SentimentClassifier, SentimentNet, clean_review, review_words, truncate
 from models.text import Vocabulary
+from helpers import run_on_other_backend
 
-OTHER_BACKEND = {"tensorflow": "jax", "jax": "torch", "torch": "tensorflow"}[keras.backend.backend()]
 POSITIVE, NEGATIVE = ["great", "wonderful", "superb"], ["awful", "boring", "terrible"]
 FILLER = ["the", "movie", "plot", "actor", "scene", "and", "was", "a", "it", "film"]
 
@@ -111,7 +107,5 @@ def test_save_load_under_another_backend_gives_same_probabilities(trained, tmp_p
         f"c = SentimentClassifier.load(r'{tmp_path / 'model'}')\n"
         f"print(json.dumps(c.predict({texts!r}).tolist()))\n"
     )
-    env = dict(os.environ, KERAS_BACKEND=OTHER_BACKEND)
-    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    np.testing.assert_allclose(np.asarray(eval(result.stdout.strip().splitlines()[-1])), expected, atol=1e-5)
+    stdout = run_on_other_backend(script)
+    np.testing.assert_allclose(np.asarray(eval(stdout.strip().splitlines()[-1])), expected, atol=1e-5)

@@ -4,8 +4,6 @@ every backend; the split never leaks; the CLI fails with one clear line."""
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -18,8 +16,8 @@ from models.translator import (Seq2SeqAttention, Translator, beam_search, greedy
                                masked_loss)
 from trainers import cli, data
 from trainers import translate as trainer
+from helpers import run_on_other_backend
 
-OTHER_BACKEND = {"tensorflow": "jax", "jax": "torch", "torch": "tensorflow"}[keras.backend.backend()]
 SYMBOLS = ["a", "b", "c", "d", "e", "f"]  # ids 4..9 in both vocabularies
 
 
@@ -198,9 +196,7 @@ def test_saved_folder_gives_the_same_greedy_translations_under_another_backend(t
         f"out = [r.text for r in t.translate({texts!r})]\n"
         f"open(r'{tmp_path / 'out.json'}', 'w').write(json.dumps(out))\n"
     )
-    env = dict(os.environ, KERAS_BACKEND=OTHER_BACKEND)
-    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
+    run_on_other_backend(script)
     assert json.loads((tmp_path / "out.json").read_text()) == [t.text for t in translator.translate(texts)]
 
 
@@ -234,7 +230,7 @@ def test_batches_pad_to_few_shapes_and_shift_targets():
     rng = np.random.default_rng(0)
     sources = [list(rng.integers(4, 9, rng.integers(1, 11))) for _ in range(100)]
     targets = [[Vocabulary.start_id, *rng.integers(4, 9, rng.integers(1, 11)), Vocabulary.end_id] for _ in range(100)]
-    batches = trainer.Batches(sources, targets, batch_size=16, seed=0, shuffle=False)
+    batches = trainer.pair_batches(sources, targets, batch_size=16, seed=0, shuffle=False)
     seen = 0
     for i in range(len(batches)):
         (source, target_in), target_out = batches[i]
@@ -246,7 +242,7 @@ def test_batches_pad_to_few_shapes_and_shift_targets():
     (source, target_in), target_out = batches[0]
     assert list(source[0, : len(sources[first])]) == sources[first]
     assert list(target_out[0, : len(targets[first]) - 1]) == targets[first][1:]
-    training = trainer.Batches(sources, targets, batch_size=16, seed=0)
+    training = trainer.pair_batches(sources, targets, batch_size=16, seed=0)
     assert len(training) == 6 and all(len(b) == 16 for b in training.batches)  # ragged last dropped
 
 

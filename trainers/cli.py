@@ -130,6 +130,25 @@ def training_callbacks(checkpoint_dir, resume, patience, monitor="val_loss"):
     return callbacks, best_path
 
 
+def training_record(history, seconds, monitor="val_loss"):
+    """The card's `"training"` entry: time, epochs run, the best epoch by `monitor` and the history."""
+    import numpy as np
+
+    values = history.history.get(monitor, [])
+    return {"seconds": round(seconds, 1), "minutes": round(seconds / 60, 1), "epochs_run": len(values),
+            "best_epoch": int(np.argmin(values)) + 1 if values else None,
+            f"best_{monitor}": round(float(min(values)), 4) if values else None,
+            "history": {k: [round(float(x), 4) for x in v] for k, v in history.history.items()}}
+
+
+def default_out(args, name):
+    """`args.out`, or `saved_models/<name>` (`runs/<name>-quick` under `--quick`, so that a smoke
+    run never overwrites a real model)."""
+    if args.out is None:
+        args.out = os.path.join("runs", f"{name}-quick") if args.quick else os.path.join("saved_models", name)
+    return args.out
+
+
 def _best_logged(log_path, monitor):
     """Lowest `monitor` value in a CSVLogger file, or `None`."""
     try:

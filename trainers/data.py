@@ -170,35 +170,49 @@ def load_imdb(source="keras"):
 
 
 def _load_imdb_tfds():
-    """`imdb_reviews` from TFDS. Offline, TFDS looks for the archive in
-    `<data_dir>/downloads/manual/`; it is linked there from the Keras cache, and the checksum
-    TFDS expects is replaced by the local file's (the shared copy is a repack; see SOURCES.md)."""
+    """`imdb_reviews` from TFDS, prepared offline from the Keras cache when needed. The shared
+    copy of the archive is a repack (see SOURCES.md), so TFDS is told its checksum."""
+    import tensorflow_datasets as tfds
+
+    builder = tfds_builder("imdb_reviews", "imdb", CORPORA["imdb"].fname, replace_checksum_of=IMDB_TFDS_URL)
+    splits = {}
+    for split in ("train", "test"):
+        batch = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
+        texts = [t.decode("utf-8") for t in batch["text"]]
+        splits[split] = (texts, np.asarray(batch["label"], dtype="int32"))
+    return {**splits, "info": {"source": "tfds imdb_reviews", "data_dir": builder.data_dir, "origin": IMDB_TFDS_URL}}
+
+
+def tfds_builder(name, corpus, manual_name, replace_checksum_of=None):
+    """A prepared TFDS builder for dataset `name`.
+
+    Offline, TFDS looks for its download in `<data_dir>/downloads/manual/<manual_name>`: the Keras
+    cache's copy of `corpus` is linked there (downloaded first if needed). `replace_checksum_of`
+    names a URL whose expected checksum is replaced by the local file's, in this process only
+    (the installed package is untouched). `data_dir` is `$TFDS_DATA_DIR` or
+    `$KERAS_HOME/tensorflow_datasets`.
+    """
     import keras
     import tensorflow_datasets as tfds
     from tensorflow_datasets.core.download import checksums
 
     data_dir = os.environ.get("TFDS_DATA_DIR") or os.path.join(
         os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras")), "tensorflow_datasets")
-    builder = tfds.builder("imdb_reviews", data_dir=data_dir)
+    builder = tfds.builder(name, data_dir=data_dir)
     if not builder.is_prepared():
         manual = os.path.join(data_dir, "downloads", "manual")
         os.makedirs(manual, exist_ok=True)
-        archive = os.path.join(manual, CORPORA["imdb"].fname)
-        if not os.path.exists(archive):
-            cached = keras.utils.get_file(CORPORA["imdb"].fname, CORPORA["imdb"].origin)
-            os.symlink(cached, archive)
-        local = checksums.compute_url_info(archive)
-        infos = dict(type(builder).url_infos or {})
-        infos[IMDB_TFDS_URL] = checksums.UrlInfo(size=local.size, checksum=local.checksum,
-                                                 filename=CORPORA["imdb"].fname)
-        type(builder).url_infos = infos  # this process only; the installed package is untouched
+        target = os.path.join(manual, manual_name)
+        if not os.path.exists(target):
+            os.symlink(keras.utils.get_file(CORPORA[corpus].fname, CORPORA[corpus].origin), target)
+        if replace_checksum_of:
+            local = checksums.compute_url_info(target)
+            infos = dict(type(builder).url_infos or {})
+            infos[replace_checksum_of] = checksums.UrlInfo(size=local.size, checksum=local.checksum,
+                                                           filename=manual_name)
+            type(builder).url_infos = infos
         builder.download_and_prepare()
-    splits = {}
-    for split in ("train", "test"):
-        batch = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
-        texts = [t.decode("utf-8") for t in batch["text"]]
-        splits[split] = (texts, np.asarray(batch["label"], dtype="int32"))
-    return {**splits, "info": {"source": "tfds imdb_reviews", "data_dir": data_dir, "origin": IMDB_TFDS_URL}}
+    return builder
 
 
 def subset(texts, labels, size, seed):
@@ -220,3 +234,41 @@ def holdout(texts, labels, fraction, seed):
     held, kept = np.sort(order[:cut]), np.sort(order[cut:])
     labels = np.asarray(labels)
     return ([texts[i] for i in kept], labels[kept]), ([texts[i] for i in held], labels[held])
+
+
+# --- Tiny Shakespeare ---------------------------------------------------------------------------
+
+CORPORA["shakespeare"] = Corpus(
+    fname="shakespeare.txt",
+    origin="https://storage.googleapis.com/download.tensorflow.org/data/shakespeare.txt",
+    sha256="86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
+    member="",
+    extract=False,
+)
+SHAKESPEARE_TRAIN_FRACTION = 0.9  # first 90% train, last 10% validation (nanoGPT's shakespeare_char split)
+
+
+def load_shakespeare(source="keras"):
+    """Tiny Shakespeare (1,115,394 characters): `{"train", "validation", "info"}`, the first 90%
+    of the text and the last 10%.
+
+    Args:
+        source: `"keras"` reads `shakespeare.txt` through the Keras cache; `"tfds"` reads TensorFlow
+            Datasets' `tiny_shakespeare` (whose 90/5/5 split has the same first 90%; its
+            validation and test parts together are our validation text).
+    """
+    if source == "tfds":
+        import tensorflow_datasets as tfds
+
+        builder = tfds_builder("tiny_shakespeare", "shakespeare", "input.txt")
+        parts = {split: tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))["text"][0].decode("utf-8")
+                 for split in ("train", "validation", "test")}
+        return {"train": parts["train"], "validation": parts["validation"] + parts["test"],
+                "info": {"source": "tfds tiny_shakespeare", "data_dir": builder.data_dir}}
+    path = corpus_file("shakespeare")
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    cut = int(len(text) * SHAKESPEARE_TRAIN_FRACTION)
+    corpus = CORPORA["shakespeare"]
+    info = {"source": "keras", "file": corpus.fname, "origin": corpus.origin, "sha256": file_sha256(path)}
+    return {"train": text[:cut], "validation": text[cut:], "info": info}

@@ -25,7 +25,8 @@ from trainers.batching import LengthBatches, pad
 
 DEFAULTS = {
     "epochs": 8, "batch_size": 32, "units": 64, "seed": 1337, "out": None, "max_examples": None,
-    "embedding_dim": 128, "cell": "lstm", "vocab_size": 20000, "max_length": 400, "dropout": 0.3,
+    "embedding_dim": 128, "cell": "lstm", "vocab_size": 20000, "max_length": 400, "dropout": 0.5,
+    "word_dropout": 0.25,
     "learning_rate": 2e-3, "clipnorm": 1.0, "patience": 2,
 }
 QUICK = {"epochs": 2, "max_examples": 2000, "units": 16, "embedding_dim": 32, "vocab_size": 5000, "max_length": 200}
@@ -42,8 +43,9 @@ def build_parser():
     p.add_argument("--embedding-dim", type=cli.positive_int, help="embedding size (default 128)")
     p.add_argument("--vocab-size", type=cli.positive_int, help="most frequent training words kept (default 20000)")
     p.add_argument("--max-length", type=cli.positive_int, help="words read per review (default 400)")
-    p.add_argument("--dropout", type=float, help="dropout before the output layer (default 0.3)")
-    p.add_argument("--learning-rate", type=float, help="Adam learning rate (default 0.002)")
+    p.add_argument("--dropout", type=float, help="dropout before the output layer (default 0.5)")
+    p.add_argument("--word-dropout", type=float, help="fraction of words dropped from each training review (default 0.25)")
+    p.add_argument("--learning-rate", type=float, help="initial Adam learning rate, cosine-decayed to 5%% (default 0.002)")
     p.add_argument("--clipnorm", type=float, help="gradient clipping norm (default 1.0)")
     p.add_argument("--patience", type=cli.positive_int, help="epochs without validation improvement (default 2)")
     return p
@@ -153,14 +155,17 @@ def train(args):
     print(f"IMDB ({args.source}): " + ", ".join(f"{k} {v}" for k, v in sizes.items()) + " reviews")
 
     vocabulary = Vocabulary.build((review_tokens(t) for t in train_texts), args.vocab_size)
-    model = SentimentNet(len(vocabulary), args.embedding_dim, args.units, args.cell, args.dropout, args.max_length)
+    model = SentimentNet(len(vocabulary), args.embedding_dim, args.units, args.cell, args.dropout, args.max_length,
+                         args.word_dropout)
     classifier = SentimentClassifier(model, vocabulary)
     train_data = batches(classifier, train_texts, train_labels, args.batch_size, args.seed, shuffle=True)
     val_data = batches(classifier, val_texts, val_labels, args.batch_size, args.seed, shuffle=False)
     print(f"vocabulary {len(vocabulary)} words; {len(train_data)} training batches of {args.batch_size}; "
           f"reviews truncated to {args.max_length} words")
 
-    model.compile(keras.optimizers.Adam(args.learning_rate, clipnorm=args.clipnorm),
+    # Cosine decay to 5% over the planned epochs: late epochs refine instead of memorising.
+    schedule = keras.optimizers.schedules.CosineDecay(args.learning_rate, args.epochs * len(train_data), alpha=0.05)
+    model.compile(keras.optimizers.Adam(schedule, clipnorm=args.clipnorm),
                   loss=keras.losses.BinaryCrossentropy(from_logits=True),
                   metrics=[keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")])
     checkpoints = os.path.join("checkpoints", os.path.basename(os.path.normpath(args.out)))
@@ -173,7 +178,6 @@ def train(args):
 
     result = metrics(test_labels, classifier.predict(test_texts, batch_size=128))
     print_metrics("test", result)
-    val_losses = history.history.get("val_loss", [])
     settings = {k: getattr(args, k) for k in DEFAULTS if k != "out"} | {"source": args.source, "quick": args.quick}
     card = {
         "task": "sentiment classification (positive / negative movie reviews)",
@@ -185,10 +189,7 @@ def train(args):
         "settings": settings,
         "parameters": int(model.count_params()),
         "explanation": "integrated gradients on the word embeddings (zero baseline), scores in logits",
-        "training": {"seconds": round(train_seconds, 1), "minutes": round(train_seconds / 60, 1),
-                     "epochs_run": len(val_losses),
-                     "best_epoch": int(np.argmin(val_losses)) + 1 if val_losses else None,
-                     "history": {k: [round(float(x), 4) for x in v] for k, v in history.history.items()}},
+        "training": cli.training_record(history, train_seconds),
         "test": result,
     }
     classifier.save(args.out, card)
@@ -198,12 +199,12 @@ def train(args):
 
 def main(argv=None):
     args = cli.resolve(build_parser().parse_args(argv), DEFAULTS, QUICK)
-    if args.out is None:  # a quick run never overwrites the real model
-        args.out = os.path.join("runs", "sentiment-imdb-quick") if args.quick else os.path.join("saved_models", "sentiment-imdb")
+    cli.default_out(args, "sentiment-imdb")
     if args.evaluate:
         return evaluate(args)
-    if not 0.0 <= args.dropout < 1.0:
-        raise cli.UsageError(f"--dropout must be in [0, 1), got {args.dropout}")
+    for flag in ("dropout", "word_dropout"):
+        if not 0.0 <= getattr(args, flag) < 1.0:
+            raise cli.UsageError(f"--{flag.replace('_', '-')} must be in [0, 1), got {getattr(args, flag)}")
     return train(args)
 
 

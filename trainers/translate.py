@@ -23,6 +23,7 @@ import sacrebleu
 from models.text import TrueCaser, Vocabulary, tokenize
 from models.translator import Seq2SeqAttention, Translator, masked_accuracy, masked_loss
 from trainers import data
+from trainers.batching import LengthBatches, pad
 
 # Defaults, sized by measurement on a 2-core CPU with KERAS_BACKEND=jax (reasoning below).
 DEFAULTS = dict(
@@ -30,7 +31,7 @@ DEFAULTS = dict(
     embedding_dim=128, source_vocab=16000, target_vocab=8000, min_count=2, max_length=20, dropout=0.2,
     learning_rate=2e-3, clipnorm=1.0, patience=2, beam_width=5,
 )
-LENGTH_PENALTIES = (0.0, 0.5, 1.0, 1.5)  # alphas tried on the validation split after training
+LENGTH_PENALTIES = (0.0, 0.5, 1.0)  # alphas of beam search tried on the validation split after training
 QUICK = dict(epochs=3, units=64, embedding_dim=64, max_examples=10000, source_vocab=3000, target_vocab=2000,
              max_length=12, batch_size=32, learning_rate=5e-3)
 VALIDATION_FRACTION = TEST_FRACTION = 0.03  # of the unique source sentences
@@ -103,53 +104,17 @@ def encode_pairs(pairs, source_vocab, target_vocab, max_length):
     return sources, targets
 
 
-class Batches(keras.utils.PyDataset):
-    """Batches of pairs of similar length: `((source, target_in), target_out)`, int32, zero-padded
-    to a multiple of 4 steps so that XLA compiles only a few batch shapes.
+def pair_batches(sources, targets, batch_size, seed, shuffle=True):
+    """`LengthBatches` of `((source (b, S), target_in (b, T)), target_out (b, T))`, int32,
+    zero-padded to a multiple of 4 steps so that XLA compiles only a few batch shapes."""
+    lengths = [max(len(s), len(t)) for s, t in zip(sources, targets)]
 
-    Each epoch shuffles the pairs, sorts them by length within chunks of 64 batches, cuts batches
-    and shuffles the batches (less padding than random batches, and still random order).
-    """
-
-    def __init__(self, sources, targets, batch_size, seed, shuffle=True):
-        super().__init__()
-        self.sources, self.targets = sources, targets
-        self.batch_size, self.seed, self.shuffle, self.epoch = batch_size, seed, shuffle, 0
-        self.lengths = np.array([max(len(s), len(t)) for s, t in zip(sources, targets)])
-        self._plan()
-
-    def _plan(self):
-        rng = np.random.default_rng(self.seed + self.epoch)
-        order = rng.permutation(len(self.sources)) if self.shuffle else np.arange(len(self.sources))
-        chunk = 64 * self.batch_size
-        order = np.concatenate([c[np.argsort(self.lengths[c], kind="stable")]
-                                for c in np.array_split(order, max(1, len(order) // chunk))]) if len(order) else order
-        self.batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        if self.shuffle:
-            if len(self.batches) > 1 and len(self.batches[-1]) < self.batch_size:
-                self.batches.pop()  # a ragged last batch would cost one more compilation
-            rng.shuffle(self.batches)
-
-    def __len__(self):
-        return len(self.batches)
-
-    def __getitem__(self, index):
-        rows = self.batches[index]
-        source = _pad([self.sources[i] for i in rows])
-        target = _pad([self.targets[i] for i in rows], extra=1)
+    def make_batch(rows):
+        source = pad([sources[i] for i in rows], multiple=4)
+        target = pad([targets[i] for i in rows], multiple=4, extra=1)  # [START] ... [END]
         return (source, target[:, :-1]), target[:, 1:]
 
-    def on_epoch_end(self):
-        self.epoch += 1
-        self._plan()
-
-
-def _pad(sequences, extra=0, multiple=4):
-    width = -(-(max(len(s) for s in sequences) - extra) // multiple) * multiple + extra
-    out = np.zeros((len(sequences), width), dtype=np.int32)
-    for row, s in enumerate(sequences):
-        out[row, : len(s)] = s
-    return out
+    return LengthBatches(lengths, make_batch, batch_size, seed, shuffle)
 
 
 # --- scoring ----------------------------------------------------------------------------------------
@@ -184,11 +149,13 @@ def score(translator, sources, streams, beam_width, length_penalty=None):
     return result, hypotheses
 
 
-def tune_length_penalty(translator, pairs, beam_width, limit=1000):
-    """The alpha of `LENGTH_PENALTIES` with the best beam-search BLEU on (at most `limit` sources of)
-    the validation split. Returns `(alpha, {alpha: bleu})`."""
+def tune_length_penalty(translator, pairs, beam_width, limit=800):
+    """The alpha of `LENGTH_PENALTIES` with the best beam-search BLEU on `limit` evenly spaced
+    sources of the validation split (the corpus runs from short to long sentences). Returns
+    `(alpha, {alpha: bleu})`."""
     sources, streams = group_references(pairs)
-    sources, streams = sources[:limit], [s[:limit] for s in streams]
+    keep = np.unique(np.linspace(0, len(sources) - 1, min(limit, len(sources))).astype(int))
+    sources, streams = [sources[i] for i in keep], [[s[i] for i in keep] for s in streams]
     bleu = {alpha: score(translator, sources, streams, beam_width, alpha)[0]["bleu"] for alpha in LENGTH_PENALTIES}
     best = max(bleu, key=lambda alpha: (bleu[alpha], -abs(alpha - 1.0)))
     print("length penalty on validation (beam %d): " % beam_width
@@ -200,7 +167,7 @@ def report(name, results, sources, streams, hypotheses, show):
     for label, metrics in results.items():
         print(f"{name} {label}: BLEU {metrics['bleu']:.2f}  chrF {metrics['chrf']:.2f}  "
               f"({metrics['sentences']} sentences, {metrics['seconds']} s)")
-    for i in range(min(show, len(sources))):
+    for i in np.unique(np.linspace(0, len(sources) - 1, min(max(show, 0), len(sources))).astype(int)):
         print(f"  source:    {sources[i]}\n  reference: {streams[0][i]}\n  output:    {hypotheses[i]}")
 
 
@@ -255,9 +222,9 @@ def train(args):
     source_vocab = Vocabulary.build((tokenize(s) for s, _ in train_pairs), args.source_vocab, args.min_count)
     target_vocab = Vocabulary.build((tokenize(t) for _, t in train_pairs), args.target_vocab, args.min_count)
     truecaser = TrueCaser.build(t for _, t in train_pairs)
-    train_data = Batches(*encode_pairs(train_pairs, source_vocab, target_vocab, args.max_length),
+    train_data = pair_batches(*encode_pairs(train_pairs, source_vocab, target_vocab, args.max_length),
                          args.batch_size, args.seed)
-    validation_data = Batches(*encode_pairs(validation_pairs, source_vocab, target_vocab, args.max_length),
+    validation_data = pair_batches(*encode_pairs(validation_pairs, source_vocab, target_vocab, args.max_length),
                               args.batch_size, args.seed, shuffle=False)
     print(f"vocabularies: source {len(source_vocab)}, target {len(target_vocab)} words; "
           f"{len(train_data)} training batches of {args.batch_size}")
@@ -296,7 +263,6 @@ def train(args):
                                            "source_vocab", "target_vocab", "min_count", "max_length", "dropout",
                                            "learning_rate", "clipnorm", "patience", "seed", "max_examples",
                                            "quick", "beam_width")}
-    val_losses = history.history.get("val_loss", [])
     card = {
         "task": f"translation {args.direction}",
         "model": "Seq2SeqAttention: embedding + bidirectional encoder, decoder with Bahdanau attention",
@@ -306,11 +272,7 @@ def train(args):
         "vocabulary": {"source": len(source_vocab), "target": len(target_vocab), "min_count": args.min_count},
         "settings": hyper,
         "parameters": int(model.count_params()),
-        "training": {"seconds": round(train_seconds, 1), "minutes": round(train_seconds / 60, 1),
-                     "epochs_run": len(val_losses),
-                     "best_epoch": int(np.argmin(val_losses)) + 1 if val_losses else None,
-                     "best_val_loss": round(float(min(val_losses)), 4) if val_losses else None,
-                     "history": {k: [round(float(x), 4) for x in v] for k, v in history.history.items()}},
+        "training": cli.training_record(history, train_seconds),
         "length_penalty": {"alpha": translator.settings["length_penalty"], "validation_bleu_by_alpha": tuning},
         "test": results,
     }
@@ -322,9 +284,7 @@ def train(args):
 
 def main(argv=None):
     args = cli.resolve(build_parser().parse_args(argv), DEFAULTS, QUICK)
-    if args.out is None:  # a quick run never overwrites the real model
-        args.out = os.path.join("runs", f"translate-{args.direction}-quick") if args.quick else \
-            os.path.join("saved_models", f"translate-{args.direction}")
+    cli.default_out(args, f"translate-{args.direction}")
     if args.evaluate:
         if not args.test_file:
             raise cli.UsageError("--evaluate needs --test-file FILE.tsv")

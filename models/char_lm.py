@@ -1,0 +1,274 @@
+"""Character-level language model built from our recurrent layers, and streaming generation.
+
+    ids (batch, time) -> Embedding -> [our LSTM|GRU, return_sequences -> Dropout] x layers
+      -> Dense(vocab): logits of the next character at every step
+
+Training reads long windows with the targets shifted by one character (`call`). Generation does
+not re-read a sliding window for each new character the way the TensorFlow tutorial's
+`OneStep` does: the network is recurrent, so it primes its state with the prompt once (`run`) and
+then costs one step per character (`step`), the cells called directly. Both are compiled once
+per backend (`models.compiled`), and the next character is drawn on the host from the 60-odd
+logits with temperature, top-k and top-p and a seeded NumPy generator, which lets a Python
+generator hand back each character as it comes and gives the same text for the same seed on
+every backend. (keras_hub's samplers run their whole loop inside one compiled `while_loop`,
+which cannot yield characters as they come.)
+
+References: Karpathy's char-rnn (2015) for the model and corpus; Holtzman et al. (2020) for top-p.
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+from keras import ops
+
+from layers import GRU, LSTM
+from models import artifacts
+from models.compiled import compile_inference
+
+RNN = {"lstm": LSTM, "gru": GRU}
+MAX_GENERATE = 20000  # characters per request: a bound, so a typo cannot keep a server busy for hours
+
+
+@dataclasses.dataclass
+class CharLMConfig:
+    """Hyperparameters of `CharLM` (the trainer's defaults live in trainers/generate.py)."""
+
+    vocab_size: int
+    embedding_dim: int = 64
+    units: int = 512
+    layers: int = 2
+    cell: str = "lstm"  # "lstm" or "gru"
+    dropout: float = 0.2
+
+
+class CharVocabulary:
+    """The characters of the training text, sorted; id = position. Characters outside it are
+    skipped when encoding, and counted."""
+
+    def __init__(self, chars):
+        self.chars = list(chars)
+        self.index = {c: i for i, c in enumerate(self.chars)}
+
+    @classmethod
+    def build(cls, text):
+        return cls(sorted(set(text)))
+
+    def __len__(self):
+        return len(self.chars)
+
+    def encode(self, text):
+        """`(ids (n,) int32, unknown)`: ids of the known characters and the number skipped."""
+        ids = [self.index.get(c, -1) for c in text]
+        known = np.asarray([i for i in ids if i >= 0], dtype="int32")
+        return known, len(ids) - len(known)
+
+    def decode(self, ids):
+        return "".join(self.chars[int(i)] for i in ids)
+
+    def to_json(self):
+        return {"chars": self.chars}
+
+    @classmethod
+    def from_json(cls, data):
+        if not isinstance(data, dict) or not isinstance(data.get("chars"), list):
+            raise artifacts.ArtifactError("vocabulary.json has no 'chars' list")
+        return cls(data["chars"])
+
+
+@keras.saving.register_keras_serializable(package="rnn_suite")
+class CharLM(artifacts.BuildsFromSettings, keras.Model):
+    """Stacked recurrent language model over character ids.
+
+    Args: see `CharLMConfig`. Call: `model(ids (batch, time) int)` -> logits `(batch, time, vocab)`.
+    """
+
+    def __init__(self, vocab_size, embedding_dim=64, units=512, layers=2, cell="lstm", dropout=0.2, **kwargs):
+        super().__init__(**kwargs)
+        if cell not in RNN:
+            raise ValueError(f"cell must be one of {sorted(RNN)}, got {cell!r}")
+        self.config = CharLMConfig(vocab_size, embedding_dim, units, layers, cell, dropout)
+        self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")
+        self.rnns = [RNN[cell](units, return_sequences=True, return_state=True, name=f"{cell}_{i}")
+                     for i in range(layers)]
+        self.drop = keras.layers.Dropout(dropout, name="dropout")
+        self.head = keras.layers.Dense(vocab_size, name="head")
+
+    @property
+    def states_per_layer(self):
+        return 2 if self.config.cell == "lstm" else 1
+
+    def initial_states(self, batch):
+        """Zero states, flat: `layers * states_per_layer` tensors `(batch, units)`."""
+        return [ops.zeros((batch, self.config.units)) for _ in range(self.config.layers * self.states_per_layer)]
+
+    def run(self, ids, states, mask=None, training=False):
+        """`ids (batch, time)`, flat `states` -> `(logits (batch, time, vocab), final flat states)`.
+        Steps where `mask (batch, time)` is False leave the states unchanged."""
+        x = self.drop(self.embedding(ids), training=training)  # (batch, time, embedding_dim)
+        k, final = self.states_per_layer, []
+        for i, rnn in enumerate(self.rnns):
+            x, *layer_states = rnn(x, initial_state=list(states[i * k : (i + 1) * k]), mask=mask, training=training)
+            x = self.drop(x, training=training)  # (batch, time, units)
+            final += layer_states
+        return self.head(x), final
+
+    def call(self, ids, training=False):
+        x = self.drop(self.embedding(ids), training=training)
+        for rnn in self.rnns:
+            x = self.drop(rnn(x, training=training)[0], training=training)  # (batch, time, units)
+        return self.head(x)  # (batch, time, vocab)
+
+    def step(self, ids, *states):
+        """One character: `ids (batch,)`, flat states -> `(logits (batch, vocab), *new flat states)`.
+        Calls the cells directly (inference only: no dropout)."""
+        x = ops.take(self.embedding.embeddings, ids, axis=0)  # (batch, embedding_dim)
+        k, new = self.states_per_layer, []
+        for i, rnn in enumerate(self.rnns):
+            x, layer_states = rnn.cell.call(x, list(states[i * k : (i + 1) * k]))  # (batch, units)
+            new += layer_states
+        return (self.head(x), *new)
+
+    def build(self, input_shape=None):
+        c = self.config
+        self.embedding.build((None, None))
+        width = c.embedding_dim
+        for rnn in self.rnns:
+            rnn.build((None, None, width))
+            width = c.units
+        self.head.build((None, None, c.units))
+        self.built = True
+
+    def get_config(self):
+        return {**super().get_config(), **dataclasses.asdict(self.config)}
+
+
+def sample(logits, rng, temperature=1.0, top_k=None, top_p=None):
+    """One id drawn from `logits (vocab,)`.
+
+    `temperature` 0 is argmax; `top_k` keeps the k most likely ids; `top_p` keeps the smallest set
+    of most likely ids whose probabilities add up to at least p (nucleus sampling).
+    """
+    logits = np.asarray(logits, dtype="float64")
+    if temperature <= 0:
+        return int(np.argmax(logits))
+    z = logits / temperature
+    if top_k is not None and 0 < top_k < len(z):
+        z = np.where(z < np.partition(z, -top_k)[-top_k], -np.inf, z)
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    if top_p is not None and top_p < 1.0:
+        order = np.argsort(-p, kind="stable")
+        before = np.cumsum(p[order]) - p[order]  # probability of the ids ranked above each one
+        p[order[before >= top_p]] = 0.0
+        p /= p.sum()
+    return int(min(np.searchsorted(np.cumsum(p), rng.random() * p.sum(), side="right"), len(p) - 1))
+
+
+def _bucket(n, smallest=16):
+    """`n` rounded up to a power of two (at least `smallest`): few prompt shapes to compile."""
+    return max(smallest, 1 << (max(n, 1) - 1).bit_length())
+
+
+class Session:
+    """A generation in progress: the recurrent state after everything read or written so far.
+
+    Calling `stream`/`generate` again continues where the last call stopped, so two calls of 100
+    characters give the same text as one call of 200 with the same seed.
+    """
+
+    def __init__(self, generator, logits, states, seed, unknown):
+        self.generator, self.logits, self.states = generator, logits, states
+        self.rng = np.random.default_rng(seed)
+        self.unknown = unknown  # prompt characters outside the vocabulary (skipped)
+
+    def stream(self, length, temperature=1.0, top_k=None, top_p=None):
+        """Yield `length` characters one at a time (a Python generator)."""
+        check_sampling(length, temperature, top_k, top_p)
+        vocabulary, step = self.generator.vocabulary, self.generator.compiled_step
+        for _ in range(length):
+            token = sample(self.logits, self.rng, temperature, top_k, top_p)
+            logits, *self.states = step(np.asarray([token], "int32"), *self.states)
+            self.logits = logits[0]
+            yield vocabulary.chars[token]
+
+    def generate(self, length, temperature=1.0, top_k=None, top_p=None):
+        """`length` new characters as one string."""
+        return "".join(self.stream(length, temperature, top_k, top_p))
+
+
+def check_sampling(length, temperature, top_k, top_p):
+    """Raise `ValueError` with a one-line reason for out-of-range generation settings."""
+    if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or not 0 <= length <= MAX_GENERATE:
+        raise ValueError(f"length must be a whole number from 0 to {MAX_GENERATE}, got {length!r}")
+    if not isinstance(temperature, (int, float)) or not 0 <= temperature <= 100:
+        raise ValueError(f"temperature must be a number from 0 to 100, got {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
+        raise ValueError(f"top_k must be a positive whole number or None, got {top_k!r}")
+    if top_p is not None and (not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
+        raise ValueError(f"top_p must be in (0, 1] or None, got {top_p!r}")
+
+
+class CharGenerator:
+    """A trained `CharLM` with its vocabulary: prompt in, characters out as they are generated.
+
+    Args:
+        model: a built `CharLM`.
+        vocabulary: the `CharVocabulary` it was trained with.
+        card: the model card (metrics, settings), shown by the apps.
+    """
+
+    side_files = ("vocabulary.json",)
+
+    def __init__(self, model, vocabulary, card=None):
+        self.model, self.vocabulary, self.card = model, vocabulary, card or {}
+        variables = model.weights
+        self.compiled_step = compile_inference(model.step, variables)
+        self.compiled_prime = compile_inference(self._prime, variables)
+
+    @classmethod
+    def load(cls, directory):
+        """Load a saved-model folder written by `save` (any backend)."""
+        model, sides, card = artifacts.load(directory, cls.side_files)
+        if not isinstance(model, CharLM):
+            raise artifacts.ArtifactError(f"{directory!r} holds a {type(model).__name__}, not a CharLM")
+        return cls(model, CharVocabulary.from_json(sides["vocabulary.json"]), card)
+
+    def save(self, directory, card=None):
+        """Write `model.keras`, `vocabulary.json` and `card.json` to `directory`."""
+        return artifacts.save(directory, self.model, {"vocabulary.json": self.vocabulary.to_json()}, card)
+
+    def _prime(self, ids, mask):
+        """Final flat states after reading `ids (1, time)` where `mask` is True (right padding)."""
+        return self.model.run(ids, self.model.initial_states(1), mask=mask)[1]
+
+    def start(self, prompt="", seed=None):
+        """A `Session` primed with `prompt` (characters outside the vocabulary are skipped; an
+        empty prompt starts from a new line, as the corpus does after each speech)."""
+        if not isinstance(prompt, str):
+            raise TypeError(f"the prompt must be text, got {type(prompt).__name__}")
+        ids, unknown = self.vocabulary.encode(prompt)
+        if len(ids) == 0:
+            ids, _ = self.vocabulary.encode("\n" if "\n" in self.vocabulary.index else self.vocabulary.chars[0])
+        states = [ops.convert_to_numpy(s) for s in self.model.initial_states(1)]
+        if len(ids) > 1:  # read all but the last character at once, padded to a bucket length
+            width = _bucket(len(ids) - 1)
+            padded, mask = np.zeros((1, width), "int32"), np.zeros((1, width), bool)
+            padded[0, : len(ids) - 1], mask[0, : len(ids) - 1] = ids[:-1], True
+            states = list(self.compiled_prime(padded, mask))
+        logits, *states = self.compiled_step(ids[-1:], *states)  # the last one gives the next logits
+        return Session(self, logits[0], states, seed, unknown)
+
+    def stream(self, prompt="", length=500, temperature=1.0, top_k=None, top_p=None, seed=None):
+        """Yield generated characters one by one after `prompt`."""
+        check_sampling(length, temperature, top_k, top_p)
+        return self.start(prompt, seed).stream(length, temperature, top_k, top_p)
+
+    def generate(self, prompt="", length=500, temperature=1.0, top_k=None, top_p=None, seed=None):
+        """`length` characters generated after `prompt`, as one string."""
+        return "".join(self.stream(prompt, length, temperature, top_k, top_p, seed))
+
+
+def bits_per_character(nats):
+    """Cross-entropy in nats per character -> bits per character."""
+    return nats / np.log(2.0)

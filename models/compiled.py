@@ -1,0 +1,60 @@
+"""Compile a small inference function once, on whichever backend Keras runs.
+
+Step-by-step decoding (a character at a time, a word at a time) calls the same few operations
+hundreds of times from Python. Run eagerly, JAX dispatches every operation on its own (tens of
+microseconds each) and TensorFlow likewise, so the bookkeeping costs more than the math. Keras'
+own `predict` compiles, but it is built for batches, not for a loop that must hand back every
+step. `compile_inference` is the small piece in between:
+
+- JAX: `jax.jit` of a stateless function; the model's weights are passed in as arguments through
+  `keras.StatelessScope` (the way Keras' JAX trainer runs a model), so they are not baked into the
+  compiled program and a change of weights is seen.
+- TensorFlow: `tf.function` (weights are read from the variables).
+- PyTorch: eager under `torch.no_grad()` (eager PyTorch is already cheap per operation).
+
+The function must use `keras.ops` and the model's layers only, take tensors and return a tensor
+or a tuple/list of tensors; results come back as NumPy arrays.
+"""
+
+import keras
+import numpy as np
+
+
+def compile_inference(fn, variables):
+    """A compiled version of `fn(*tensors)` that reads `variables` (a list of Keras variables).
+
+    Returns a callable taking NumPy arrays or tensors and returning the same structure as `fn` with
+    NumPy arrays in place of tensors. Each new input shape compiles once (JAX, TensorFlow).
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        variables = list(variables)
+
+        def stateless(values, *args):
+            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+                return fn(*args)
+
+        jitted = jax.jit(stateless)
+        return lambda *args: _to_numpy(jitted([v.value for v in variables], *args))
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        traced = tf.function(fn, reduce_retracing=True)
+        return lambda *args: _to_numpy(traced(*args))
+    if backend == "torch":
+        import torch
+
+        def eager(*args):
+            with torch.no_grad():
+                return _to_numpy(fn(*[keras.ops.convert_to_tensor(a) for a in args]))
+
+        return eager
+    return lambda *args: _to_numpy(fn(*args))  # any other backend: eager
+
+
+def _to_numpy(result):
+    if isinstance(result, (list, tuple)):
+        return type(result)(_to_numpy(r) for r in result)
+    return np.asarray(keras.ops.convert_to_numpy(result))
