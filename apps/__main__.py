@@ -1,0 +1,36 @@
+"""All demos in one app, one tab each: `python -m apps [--host H] [--port P] [--share]`.
+
+`--translate-model`, `--sentiment-model` and `--generate-model` choose other saved-model folders.
+A tab whose model is missing says how to train it; the other tabs work.
+"""
+
+import gradio as gr
+
+from apps import common
+from apps import generate, sentiment, translate
+
+DEMOS = {"Translate": translate, "Sentiment": sentiment, "Generate": generate}
+
+
+def build(models):
+    """One Blocks app; `models` maps a tab name to what that demo's `load` returned."""
+    with gr.Blocks(title="rnn-suite demos") as demo:
+        gr.Markdown("# rnn-suite: recurrent networks on every Keras backend\n" + common.backend_markdown())
+        for name, module in DEMOS.items():
+            with gr.Tab(name):
+                module.render(models[name])
+    return demo
+
+
+def main(argv=None):
+    p = common.parser("Serve all demos as tabs.", None)
+    for name, module in DEMOS.items():
+        p.add_argument(f"--{name.lower()}-model", default=module.DEFAULT_MODEL,
+                       help=f"saved-model folder of the {name} tab (default {module.DEFAULT_MODEL})")
+    args = p.parse_args(argv)
+    models = {name: module.load(getattr(args, f"{name.lower()}_model")) for name, module in DEMOS.items()}
+    common.launch(build(models), args)
+
+
+if __name__ == "__main__":
+    main()

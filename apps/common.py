@@ -1,0 +1,131 @@
+"""What the demos share: flags, input cleaning, loading a saved model with a useful message, the
+model card as text, and serving with a queue.
+
+Every demo module (`apps.translate`, `apps.sentiment`, `apps.generate`) has `load(directory)`
+(a model or an explanation of why there is none) and `render(model)` (its components, inside the
+current `gr.Blocks`/`gr.Tab`). `python -m apps` puts them all in tabs; `python -m apps.<demo>` serves
+one.
+"""
+
+import argparse
+import os
+import threading
+import unicodedata
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MPLBACKEND", "Agg")  # plots are rendered to images, never to a window
+
+import gradio as gr  # noqa: E402
+import keras  # noqa: E402
+
+from models.artifacts import ArtifactError  # noqa: E402
+
+INPUT_LIMIT = 5000  # characters of text accepted per request; the rest is cut with a notice
+QUEUE_SIZE = 64  # requests waiting at most; more get "queue full"
+CONCURRENCY = 1  # requests of one kind running at once (a 2-core CPU gains nothing from more)
+THEME = gr.themes.Soft(primary_hue="indigo")
+CSS = ".notice {color: #b45309} footer {visibility: hidden}"
+
+
+class Unavailable:
+    """Stands in for a model that could not be loaded; `message` says how to get one."""
+
+    def __init__(self, message):
+        self.message = message
+
+
+def load_model(loader, directory, train_command):
+    """`loader(directory)`, or an `Unavailable` whose message says how to train or where to put
+    a model, when the folder is missing or broken."""
+    if not os.path.isdir(directory):
+        return Unavailable(f"No model at `{directory}`. Train one with `{train_command}`, or start the demo "
+                           f"with `--model DIR` pointing to a saved-model folder.")
+    try:
+        return loader(directory)
+    except (ArtifactError, OSError, ValueError, KeyError) as error:
+        return Unavailable(f"The model at `{directory}` could not be loaded ({error}). Train it again with "
+                           f"`{train_command}`.")
+
+
+def clean_text(text, limit=INPUT_LIMIT):
+    """`(text, notice)`: the input as a string without control characters (tabs and newlines
+    kept), cut to `limit` characters; `notice` says what was changed, or is `None`."""
+    if text is None:
+        text = ""
+    if not isinstance(text, str):
+        text = str(text)
+    cleaned = "".join(c for c in text if c in "\n\t" or unicodedata.category(c)[0] != "C")
+    notes = []
+    if len(cleaned) != len(text):
+        notes.append(f"{len(text) - len(cleaned)} control characters removed.")
+    if len(cleaned) > limit:
+        notes.append(f"The input has {len(cleaned):,} characters; only the first {limit:,} were used.")
+        cleaned = cleaned[:limit]
+    return cleaned, " ".join(notes) or None
+
+
+def notice_markdown(*notices):
+    """One line of notices for a `gr.Markdown`, or an empty string."""
+    notices = [n for n in notices if n]
+    return " ".join(f"⚠ {n}" for n in notices)
+
+
+def card_markdown(card, metrics):
+    """The card's headline numbers as Markdown: `metrics` is a list of `(label, value)` where value
+    is a path of keys into the card (`("test", "accuracy")`) or a string."""
+    parts = []
+    for label, path in metrics:
+        value = card
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, float):
+            value = f"{value:.4g}"
+        if value is not None:
+            parts.append(f"**{label}** {value}")
+    environment = card.get("environment", {})
+    trained = f"trained on {environment.get('backend', '?')}" if environment else ""
+    return " · ".join(parts + ([trained] if trained else []))
+
+
+def backend_markdown():
+    return f"Backend: **{keras.backend.backend()}** (set `KERAS_BACKEND` to change) · Keras {keras.__version__}"
+
+
+def model_lock():
+    """A lock per loaded model: Gradio runs handlers in threads, and one model serves one request
+    at a time (Keras layers keep per-call state)."""
+    return threading.Lock()
+
+
+def parser(description, default_model):
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    p.add_argument("--port", type=int, default=None, help="port (default: Gradio's, 7860 or the next free one)")
+    p.add_argument("--share", action="store_true", help="also publish a temporary public gradio.live link (off by default)")
+    if default_model is not None:
+        p.add_argument("--model", default=default_model, help=f"saved-model folder (default {default_model})")
+    return p
+
+
+def with_queue(demo):
+    """Requests go through a queue: at most `CONCURRENCY` at a time per kind, `QUEUE_SIZE` waiting."""
+    return demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
+
+
+def launch(demo, args):
+    with_queue(demo).launch(server_name=args.host, server_port=args.port, share=args.share, theme=THEME, css=CSS)
+
+
+def single_demo(title, render, model):
+    """A Blocks app of one demo: a title, the backend line and the demo's components."""
+    with gr.Blocks(title=f"{title} · rnn-suite") as demo:
+        gr.Markdown(f"# {title}\n" + backend_markdown())
+        render(model)
+    return demo
+
+
+def serve_one(module, title, argv=None):
+    """`python -m apps.<demo>`: parse the flags, load the model of `module` and serve its demo."""
+    args = parser(f"Serve the {title.lower()} demo.", module.DEFAULT_MODEL).parse_args(argv)
+    launch(single_demo(title, module.render, module.load(args.model)), args)

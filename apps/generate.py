@@ -1,0 +1,90 @@
+"""Generate demo: Shakespeare-like text from a prompt, streamed as it is written.
+
+    python -m apps.generate [--model saved_models/generate-shakespeare] [--host H] [--port P] [--share]
+"""
+
+import os
+import sys
+import time
+
+import gradio as gr
+
+from apps import common
+from models.char_lm import MAX_GENERATE, CharGenerator
+
+DEFAULT_MODEL = os.path.join("saved_models", "generate-shakespeare")
+TRAIN = "python -m trainers.generate"
+EXAMPLES = [["ROMEO:\n", 400, 0.8], ["KING HENRY:\nWhat news", 300, 0.6], ["To be, or not", 200, 1.0]]
+METRICS = [("validation nats/char", ("validation", "nats_per_char")),
+           ("bits/char", ("validation", "bits_per_char")), ("training minutes", ("training", "minutes"))]
+UPDATE_EVERY = 0.05  # seconds between screen updates while streaming
+LENGTH_LIMIT = 2000  # characters per request in the demo (the model allows up to MAX_GENERATE)
+
+
+def load(directory=DEFAULT_MODEL):
+    return common.load_model(CharGenerator.load, directory, TRAIN)
+
+
+def make_handler(generator):
+    lock = common.model_lock()
+
+    def generate(prompt, length, temperature, top_k, top_p, seed):
+        """Yields `(text so far, notice markdown)` while the text is being generated."""
+        prompt, notice = common.clean_text(prompt)
+        if isinstance(generator, common.Unavailable):
+            yield "", common.notice_markdown(generator.message)
+            return
+        settings = dict(length=int(min(max(length or 0, 1), LENGTH_LIMIT, MAX_GENERATE)),
+                        temperature=float(temperature or 0.0),
+                        top_k=int(top_k) if top_k else None,
+                        top_p=float(top_p) if top_p and top_p < 1.0 else None)
+        seed = int(seed) if seed not in (None, "") else None
+        with lock:
+            session = generator.start(prompt, seed=seed)
+            if session.unknown:
+                notice = " ".join(filter(None, [notice, f"{session.unknown} characters the model does not know "
+                                                         "were skipped."]))
+            if not prompt.strip():
+                notice = " ".join(filter(None, [notice, "Empty prompt: starting from a new line."]))
+            text, shown = prompt, time.perf_counter()
+            yield text, common.notice_markdown(notice)
+            for character in session.stream(**settings):
+                text += character
+                if time.perf_counter() - shown >= UPDATE_EVERY:
+                    shown = time.perf_counter()
+                    yield text, common.notice_markdown(notice)
+        yield text, common.notice_markdown(notice)
+
+    return generate
+
+
+def render(generator):
+    """The Generate tab's components and events, inside the current Blocks."""
+    if isinstance(generator, common.Unavailable):
+        gr.Markdown(common.notice_markdown(generator.message))
+        return
+    gr.Markdown(common.card_markdown(generator.card, METRICS))
+    with gr.Row():
+        with gr.Column(scale=1):
+            prompt = gr.Textbox(label="Prompt", lines=3, value="ROMEO:\n")
+            length = gr.Slider(1, LENGTH_LIMIT, value=400, step=1, label="Characters to generate")
+            temperature = gr.Slider(0.0, 2.0, value=0.8, step=0.05, label="Temperature (0 = always the likeliest)")
+            with gr.Row():
+                top_k = gr.Slider(0, 60, value=0, step=1, label="Top-k (0 = off)")
+                top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top-p (1 = off)")
+            seed = gr.Number(value=None, precision=0, label="Seed (empty = random)")
+            button = gr.Button("Generate", variant="primary")
+        with gr.Column(scale=2):
+            output = gr.Textbox(label="Text", lines=18, interactive=False)
+            notice = gr.Markdown(elem_classes="notice")
+    gr.Examples(EXAMPLES, inputs=[prompt, length, temperature])
+    button.click(make_handler(generator), [prompt, length, temperature, top_k, top_p, seed], [output, notice],
+                 api_name="generate")
+
+
+def main(argv=None):
+    common.serve_one(sys.modules[__name__], "Generate", argv)
+
+
+if __name__ == "__main__":
+    main()

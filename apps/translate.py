@@ -1,0 +1,115 @@
+"""Translate demo: Spanish <-> English with greedy or beam search and the attention heatmap.
+
+    python -m apps.translate [--model saved_models/translate-spa-eng] [--host H] [--port P] [--share]
+
+With the default model folder, the other direction (`translate-eng-spa`) is offered too when it
+has been trained.
+"""
+
+import os
+import sys
+import warnings
+
+import gradio as gr
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from apps import common  # noqa: E402
+from models.translator import Translator  # noqa: E402
+
+DEFAULT_MODEL = os.path.join("saved_models", "translate-spa-eng")
+DIRECTIONS = {"spa-eng": "Spanish → English", "eng-spa": "English → Spanish"}
+EXAMPLES = [["¿Dónde está la estación de tren?"], ["Me gustaría aprender a tocar el piano."],
+            ["Tom no sabe nadar, pero su hermana sí."], ["Hace mucho frío esta mañana."]]
+TRAIN = {"spa-eng": "python -m trainers.translate", "eng-spa": "python -m trainers.translate --direction eng-spa"}
+METRICS = [("BLEU (beam)", ("test", "beam 5", "bleu")), ("BLEU (greedy)", ("test", "greedy", "bleu")),
+           ("chrF (beam)", ("test", "beam 5", "chrf")), ("training minutes", ("training", "minutes"))]
+
+
+def load(directory=DEFAULT_MODEL):
+    """`{direction: Translator or common.Unavailable}`: the model in `directory`, plus the other
+    direction's model when a `translate-<direction>` folder sits beside it."""
+    main = common.load_model(Translator.load, directory, TRAIN["spa-eng"])
+    direction = main.settings.get("direction", "spa-eng") if isinstance(main, Translator) else "spa-eng"
+    models = {direction: main}
+    for other in DIRECTIONS:
+        sibling = os.path.join(os.path.dirname(os.path.normpath(directory)), f"translate-{other}")
+        if other not in models and os.path.isdir(sibling):
+            models[other] = common.load_model(Translator.load, sibling, TRAIN[other])
+    return models
+
+
+def heatmap(translation):
+    """Attention weights as a matplotlib figure: source words across, output words down."""
+    rows, columns = len(translation.words), len(translation.source_words)
+    figure, axes = plt.subplots(figsize=(min(1.0 + 0.55 * columns, 12), min(1.0 + 0.45 * rows, 10)), dpi=80)
+    axes.imshow(translation.attention, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    axes.set_xticks(range(columns), translation.source_words, rotation=60, ha="right")
+    axes.set_yticks(range(rows), translation.words)
+    axes.set_xlabel("source")
+    axes.set_ylabel("translation")
+    with warnings.catch_warnings():  # scripts the font lacks (CJK, emoji) show as boxes, not as warnings
+        warnings.simplefilter("ignore", UserWarning)
+        figure.tight_layout()
+    plt.close(figure)  # Gradio renders the figure object; keep pyplot's registry empty
+    return figure
+
+
+def make_handler(models):
+    lock = common.model_lock()
+
+    def translate(text, direction, search, beam_width):
+        """`(translation, heatmap figure or None, notice markdown)` for the UI."""
+        text, notice = common.clean_text(text)
+        translator = models.get(direction)
+        if translator is None or isinstance(translator, common.Unavailable):
+            message = translator.message if translator else f"No model for {direction}."
+            return "", None, common.notice_markdown(message)
+        if not text.strip():
+            return "", None, common.notice_markdown("Type a sentence to translate.")
+        width = 1 if search == "greedy" else int(beam_width)
+        with lock:
+            result = translator(text, beam_width=width)
+        figure = heatmap(result) if result.words and result.source_words else None
+        return result.text, figure, common.notice_markdown(notice, result.notice)
+
+    return translate
+
+
+def render(models):
+    """The Translate tab's components and events, inside the current Blocks."""
+    available = [d for d, m in models.items() if isinstance(m, Translator)]
+    cards = [f"{DIRECTIONS[d]}: " + common.card_markdown(getattr(models[d], "card", {}), METRICS) for d in available]
+    gr.Markdown("\n\n".join(cards) or "")
+    missing = [m.message for m in models.values() if isinstance(m, common.Unavailable)]
+    if missing and not available:
+        gr.Markdown(common.notice_markdown(*missing))
+        return
+    with gr.Row():
+        with gr.Column():
+            source = gr.Textbox(label="Text", lines=3, placeholder="Escribe una frase en español…")
+            direction = gr.Radio([(DIRECTIONS[d], d) for d in available], value=available[0], label="Direction",
+                                 visible=len(available) > 1)
+            with gr.Row():
+                search = gr.Radio(["greedy", "beam search"], value="beam search", label="Decoding")
+                width = gr.Slider(1, 10, value=5, step=1, label="Beam width")
+            button = gr.Button("Translate", variant="primary")
+        with gr.Column():
+            output = gr.Textbox(label="Translation", lines=3, interactive=False)
+            notice = gr.Markdown(elem_classes="notice")
+            plot = gr.Plot(label="Attention (source words × translated words)")
+    gr.Examples(EXAMPLES, inputs=[source])
+    handler = make_handler(models)
+    inputs = [source, direction, search, width]
+    button.click(handler, inputs, [output, plot, notice], api_name="translate")
+    source.submit(handler, inputs, [output, plot, notice], api_name=False)
+
+
+def main(argv=None):
+    common.serve_one(sys.modules[__name__], "Translate", argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""The Gradio demos, served for real on a local port: every endpoint through `gradio_client`,
+awkward inputs, 20 concurrent requests, missing models, and each tab used in headless Chromium
+(Debian's package, driven by Playwright) with screenshots in tests/screenshots/.
+
+The models are tiny and untrained (random weights, saved to a temporary folder): these tests
+check the app, not translation quality.
+"""
+
+import concurrent.futures
+import os
+import shutil
+import socket
+
+import keras
+import numpy as np
+import pytest
+
+from apps import common
+from apps import __main__ as all_demos
+from apps import generate as generate_app
+from apps import sentiment as sentiment_app
+from apps import translate as translate_app
+from models.char_lm import CharGenerator, CharLM, CharVocabulary
+from models.sentiment import SentimentClassifier, SentimentNet
+from models.text import TrueCaser, Vocabulary, tokenize
+from models.translator import Seq2SeqAttention, Translator
+
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOTS = os.path.join(os.path.dirname(__file__), "screenshots")
+SPANISH = "¿dónde está la estación de tren ? me gustaría aprender a tocar el piano ."
+ENGLISH = "where is the train station ? i would like to learn to play the piano ."
+TEXT = "ROMEO:\nWhat light through yonder window breaks? It is the east.\n"
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory):
+    """Tiny untrained models of the three demos, saved under the default folder names."""
+    keras.utils.set_random_seed(0)
+    root = tmp_path_factory.mktemp("saved_models")
+    source, target = Vocabulary.build([tokenize(SPANISH)]), Vocabulary.build([tokenize(ENGLISH)])
+    model = Seq2SeqAttention(len(source), len(target), embedding_dim=8, units=8)
+    model.build()
+    bias = np.zeros(len(target), "float32")
+    bias[Vocabulary.end_id] = -20.0  # untrained, yet never stops at once: every request gets words
+    model.output_layer.bias.assign(bias)
+    settings = {"direction": "spa-eng", "max_source_length": 40, "max_target_length": 20, "length_penalty": 1.0}
+    card = {"test": {"greedy": {"bleu": 1.0}, "beam 5": {"bleu": 2.0, "chrf": 3.0}}}
+    Translator(model, source, target, TrueCaser({}), settings).save(str(root / "translate-spa-eng"), card)
+    words = Vocabulary.build([("a great film wonderful boring awful plot " * 3).split()])
+    classifier = SentimentClassifier(SentimentNet(len(words), 8, 8, dropout=0.0, max_length=64), words)
+    classifier.model.build()
+    classifier.save(str(root / "sentiment-imdb"), {"test": {"accuracy": 0.5}})
+    characters = CharVocabulary.build(TEXT)
+    lm = CharLM(len(characters), embedding_dim=8, units=16, layers=1)
+    lm.build()
+    CharGenerator(lm, characters).save(str(root / "generate-shakespeare"), {"validation": {"nats_per_char": 4.0}})
+    return root
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(model_dirs):
+    """The all-tabs app on a free local port: yields its URL."""
+    models = {"Translate": translate_app.load(str(model_dirs / "translate-spa-eng")),
+              "Sentiment": sentiment_app.load(str(model_dirs / "sentiment-imdb")),
+              "Generate": generate_app.load(str(model_dirs / "generate-shakespeare"))}
+    demo = common.with_queue(all_demos.build(models))
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                theme=common.THEME, css=common.CSS)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    from gradio_client import Client
+
+    return Client(server, verbose=False)
+
+
+# --- every endpoint ----------------------------------------------------------------------------------
+
+def test_translate_endpoint_returns_text_and_a_heatmap(client):
+    text, plot, notice = client.predict("¿Dónde está la estación?", "spa-eng", "greedy", 1, api_name="/translate")
+    assert isinstance(text, str) and plot is not None and notice == ""
+    beam_text, _, _ = client.predict("¿Dónde está la estación?", "spa-eng", "beam search", 3, api_name="/translate")
+    assert isinstance(beam_text, str)
+
+
+def test_sentiment_endpoints_return_confidences_and_word_scores(client):
+    label, notice = client.predict("a great film , wonderful plot", api_name="/classify")
+    confidences = {c["label"]: c["confidence"] for c in label["confidences"]}
+    assert set(confidences) == {"positive", "negative"} and abs(sum(confidences.values()) - 1) < 1e-5
+    words = client.predict("a great film , wonderful plot", api_name="/explain")
+    assert [w["token"].strip() for w in words] == ["a", "great", "film", ",", "wonderful", "plot"]
+    assert all(-1.0 <= w["class_or_confidence"] <= 1.0 for w in words)
+
+
+def test_generate_endpoint_streams(client):
+    job = client.submit("ROMEO:\n", 60, 0.8, 0, 1.0, 3, api_name="/generate")
+    updates = [text for text, _ in job]
+    final, _ = job.result()
+    assert final.startswith("ROMEO:\n") and len(final) == len("ROMEO:\n") + 60
+    assert updates[0] == "ROMEO:\n"  # the prompt is shown before the first new character
+    again, _ = client.predict("ROMEO:\n", 60, 0.8, 0, 1.0, 3, api_name="/generate")
+    assert again == final  # same seed, same text
+
+
+# --- awkward inputs --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text", ["", "   ", "\x00\x07\x1b[31m", "🙂🎬🍿", "Это был отличный фильм", "映画は素晴らしい"])
+def test_awkward_inputs_get_an_answer_or_a_friendly_notice(client, text):
+    translation, _, notice = client.predict(text, "spa-eng", "beam search", 5, api_name="/translate")
+    assert isinstance(translation, str)
+    if not text.strip() or not any(c.isalpha() for c in text):
+        assert notice  # says what to do
+    label, notice = client.predict(text, api_name="/classify")
+    assert label is not None or "review" in notice
+    generated, _ = client.predict(text, 20, 0.8, 0, 1.0, 1, api_name="/generate")
+    assert isinstance(generated, str)
+
+
+def test_long_input_is_truncated_with_a_notice(client):
+    long_text = "great film " * 600  # 6,600 characters
+    _, notice = client.predict(long_text, api_name="/classify")
+    assert "only the first 5,000" in notice
+    _, _, notice = client.predict("hola " * 1200, "spa-eng", "greedy", 1, api_name="/translate")
+    assert "only the first 5,000" in notice
+
+
+def test_twenty_concurrent_requests_are_all_answered(client):
+    texts = [f"review number {i}: a great film" for i in range(20)]
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        results = list(pool.map(lambda t: client.predict(t, api_name="/classify"), texts))
+    assert len(results) == 20 and all(label is not None for label, _ in results)
+
+
+def test_missing_model_says_how_to_train_one(tmp_path):
+    for module, command in ((translate_app, "trainers.translate"), (sentiment_app, "trainers.sentiment"),
+                            (generate_app, "trainers.generate")):
+        loaded = module.load(str(tmp_path / "nowhere"))
+        unavailable = loaded["spa-eng"] if isinstance(loaded, dict) else loaded
+        assert isinstance(unavailable, common.Unavailable) and command in unavailable.message
+    broken = tmp_path / "sentiment-imdb"
+    broken.mkdir()
+    (broken / "model.keras").write_bytes(b"not a zip file")
+    assert "could not be loaded" in sentiment_app.load(str(broken)).message
+    demo = all_demos.build({"Translate": translate_app.load(str(tmp_path / "no")),
+                            "Sentiment": sentiment_app.load(str(tmp_path / "no")),
+                            "Generate": generate_app.load(str(tmp_path / "no"))})
+    assert demo is not None  # the page still builds, each tab showing its message
+
+
+def test_clean_text():
+    assert common.clean_text(None) == ("", None)
+    assert common.clean_text("a\x00b\tc\n") == ("ab\tc\n", "1 control characters removed.")
+    text, notice = common.clean_text("x" * 6000)
+    assert len(text) == 5000 and "6,000" in notice
+
+
+# --- a real browser ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def page(server):
+    if not os.path.exists(CHROMIUM) and not shutil.which("chromium"):
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it with apt-get)")
+    from playwright.sync_api import sync_playwright
+
+    os.makedirs(SCREENSHOTS, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium"),
+                                    args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(60_000)
+        page.goto(server)
+        page.wait_for_selector("text=rnn-suite")
+        yield page
+        browser.close()
+
+
+def screenshot(page, name):
+    page.screenshot(path=os.path.join(SCREENSHOTS, f"{keras.backend.backend()}-{name}.png"), full_page=True)
+
+
+def test_browser_translate_tab_shows_translation_and_heatmap(page):
+    page.get_by_role("tab", name="Translate").click()
+    page.get_by_label("Text", exact=True).fill("¿Dónde está la estación de tren?")
+    page.get_by_role("button", name="Translate", exact=True).click()
+    page.locator(".js-plotly-plot, img[src*='data:image'], img[src*='/file'], canvas").first.wait_for()
+    plot = page.locator("img[src*='data:image'], img[src*='/file']").first
+    assert plot.evaluate("img => img.naturalWidth") > 0  # the heatmap image really rendered
+    assert page.get_by_label("Translation").input_value() != ""
+    screenshot(page, "translate")
+
+
+def test_browser_sentiment_tab_shows_label_and_highlighted_words(page):
+    page.get_by_role("tab", name="Sentiment").click()
+    page.get_by_label("Movie review").fill("a great film , wonderful plot")
+    page.get_by_role("button", name="Classify").click()
+    page.get_by_text("positive").first.wait_for()
+    highlighted = page.locator("[data-testid='highlighted-text']").get_by_text("wonderful")
+    highlighted.first.wait_for()  # the explanation arrives after the label
+    assert highlighted.count() >= 1
+    screenshot(page, "sentiment")
+
+
+def test_browser_generate_tab_streams_text(page):
+    page.get_by_role("tab", name="Generate").click()
+    page.get_by_role("button", name="Generate").click()
+    output = page.get_by_label("Text", exact=True).last
+    page.wait_for_function("el => el.value.length > 'ROMEO:\\n'.length + 100", arg=output.element_handle())
+    assert output.input_value().startswith("ROMEO:")
+    screenshot(page, "generate")
