@@ -4,7 +4,7 @@ from layers.attention import BahdanauAttention
 from layers.cells import GRUCell, LSTMCell, RecurrentCell, SimpleRNNCell
 from layers.autodiff import value_and_grad
 from layers.pooling import MaskedMeanMaxPooling
-from layers.recurrent import GRU, LSTM, Recurrent, SimpleRNN, run_recurrence
+from layers.recurrent import GRU, LSTM, Recurrent, SimpleRNN, recurrent_layer_class, run_recurrence
 
 __all__ = [
     "BahdanauAttention",
@@ -17,6 +17,7 @@ __all__ = [
     "RecurrentCell",
     "SimpleRNN",
     "SimpleRNNCell",
+    "recurrent_layer_class",
     "run_recurrence",
     "value_and_grad",
 ]

@@ -72,7 +72,9 @@ class BahdanauAttention(keras.layers.Layer):
         weights (batch, target_time, source_time))`."""
         projected_query = ops.matmul(query, self.query_kernel)  # (batch, target_time, units)
         hidden = ops.tanh(keys[:, None, :, :] + projected_query[:, :, None, :])  # (b, tt, st, units)
-        scores = ops.matmul(hidden, self.score_kernel)  # (batch, target_time, source_time)
+        # Scores and softmax in float32 also under a mixed-precision policy: -1e9 and the
+        # normalisation do not fit float16.
+        scores = ops.cast(ops.matmul(hidden, self.score_kernel), "float32")  # (batch, target_time, source_time)
         if values_mask is not None:
             real = ops.cast(values_mask, "bool")[:, None, :]  # (batch, 1, source_time)
             # A large negative score, not -inf: a fully masked row stays finite (no NaN).
@@ -80,7 +82,7 @@ class BahdanauAttention(keras.layers.Layer):
             weights = ops.softmax(scores, axis=-1) * ops.cast(real, scores.dtype)
         else:
             weights = ops.softmax(scores, axis=-1)
-        context = ops.matmul(weights, values)  # (batch, target_time, value_dim)
+        context = ops.matmul(ops.cast(weights, values.dtype), values)  # (batch, target_time, value_dim)
         return context, weights
 
     def score_bias(self, values_mask):
@@ -95,8 +97,10 @@ class BahdanauAttention(keras.layers.Layer):
         real source position per row."""
         projected_query = ops.matmul(query, self.query_kernel)  # (batch, units)
         hidden = ops.tanh(keys + projected_query[:, None, :])  # (batch, source_time, units)
-        weights = ops.softmax(ops.matmul(hidden, self.score_kernel) + score_bias, axis=-1)
-        return ops.einsum("bs,bsd->bd", weights, values), weights  # (batch, value_dim), (batch, S)
+        scores = ops.cast(ops.matmul(hidden, self.score_kernel), "float32") + score_bias  # (batch, S)
+        weights = ops.softmax(scores, axis=-1)
+        context = ops.einsum("bs,bsd->bd", ops.cast(weights, values.dtype), values)
+        return context, weights  # (batch, value_dim), (batch, S)
 
     def call(self, query, values, values_mask=None):
         single_step = len(query.shape) == 2

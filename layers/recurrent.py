@@ -276,3 +276,17 @@ class GRU(Recurrent):
 
     cell_class = GRUCell
     cell_name = "gru_cell"
+
+
+def recurrent_layer_class(cell, impl="ours"):
+    """The layer class for `cell` (`"lstm"`, `"gru"` or `"simple_rnn"`): ours (`impl="ours"`) or
+    Keras' built-in (`impl="keras"`, which runs cuDNN's fused kernels on a GPU). Both take the
+    same arguments and hold the same weights, so a model can switch between them."""
+    names = {"lstm": "LSTM", "gru": "GRU", "simple_rnn": "SimpleRNN"}
+    if cell not in names:
+        raise ValueError(f"cell must be one of {sorted(names)}, got {cell!r}")
+    if impl == "ours":
+        return {"lstm": LSTM, "gru": GRU, "simple_rnn": SimpleRNN}[cell]
+    if impl == "keras":
+        return getattr(keras.layers, names[cell])
+    raise ValueError(f"rnn_impl must be 'ours' or 'keras', got {impl!r}")

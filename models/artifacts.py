@@ -72,9 +72,15 @@ def _cpu_name():
     return platform.processor() or platform.machine()
 
 
-class BuildsFromSettings:
-    """Mixin for models whose `build()` needs no input shape (every weight's shape follows from
-    the constructor's settings): a saved model is rebuilt by calling `build()`."""
+class PortableModel:
+    """Mixin for our subclassed models.
+
+    * `build()` needs no input shape (every weight's shape follows from the settings), so a saved
+      model is rebuilt by calling it.
+    * The config carries no dtype policy: a model trained under `mixed_float16` or
+      `mixed_bfloat16` (whose weights are float32 anyway) loads under the policy of the loading
+      process, float32 by default, and runs on a CPU. The card records the training precision.
+    """
 
     def get_build_config(self):
         return {"input_shape": None}
@@ -82,13 +88,25 @@ class BuildsFromSettings:
     def build_from_config(self, config):
         self.build()
 
+    def get_config(self):
+        config = super().get_config()
+        config.pop("dtype", None)
+        return config
 
-def without_optimizer(model):
-    """A copy of `model` with the same architecture and weights and no optimizer/compile state."""
-    clone = model.__class__.from_config(model.get_config())
+
+def rebuild(model, **settings):
+    """A copy of `model` with the same weights, some constructor settings changed (for example
+    `rnn_impl="keras"` to swap our recurrent layers for Keras' built-ins, which hold the same
+    weights), built under the current dtype policy, without optimizer or compile state."""
+    clone = model.__class__.from_config({**model.get_config(), **settings})
     clone.build_from_config(model.get_build_config())
     clone.set_weights(model.get_weights())
     return clone
+
+
+def without_optimizer(model):
+    """A copy of `model` with the same architecture and weights and no optimizer/compile state."""
+    return rebuild(model)
 
 
 def save(directory, model, side_files=None, card=None):

@@ -22,11 +22,11 @@ import keras
 import numpy as np
 from keras import ops
 
-from layers import GRU, LSTM
+from layers import recurrent_layer_class
 from models import artifacts
 from models.compiled import compile_inference
 
-RNN = {"lstm": LSTM, "gru": GRU}
+CELLS = ("lstm", "gru")
 MAX_GENERATE = 20000  # characters per request: a bound, so a typo cannot keep a server busy for hours
 
 
@@ -40,6 +40,7 @@ class CharLMConfig:
     layers: int = 2
     cell: str = "lstm"  # "lstm" or "gru"
     dropout: float = 0.2
+    rnn_impl: str = "ours"  # "ours" (layers/) or "keras" (Keras' built-ins: cuDNN on a GPU); same weights
 
 
 class CharVocabulary:
@@ -77,22 +78,23 @@ class CharVocabulary:
 
 
 @keras.saving.register_keras_serializable(package="rnn_suite")
-class CharLM(artifacts.BuildsFromSettings, keras.Model):
+class CharLM(artifacts.PortableModel, keras.Model):
     """Stacked recurrent language model over character ids.
 
     Args: see `CharLMConfig`. Call: `model(ids (batch, time) int)` -> logits `(batch, time, vocab)`.
     """
 
-    def __init__(self, vocab_size, embedding_dim=64, units=512, layers=2, cell="lstm", dropout=0.2, **kwargs):
+    def __init__(self, vocab_size, embedding_dim=64, units=512, layers=2, cell="lstm", dropout=0.2, rnn_impl="ours",
+                 **kwargs):
         super().__init__(**kwargs)
-        if cell not in RNN:
-            raise ValueError(f"cell must be one of {sorted(RNN)}, got {cell!r}")
-        self.config = CharLMConfig(vocab_size, embedding_dim, units, layers, cell, dropout)
+        if cell not in CELLS:
+            raise ValueError(f"cell must be one of {list(CELLS)}, got {cell!r}")
+        self.config = CharLMConfig(vocab_size, embedding_dim, units, layers, cell, dropout, rnn_impl)
+        rnn = recurrent_layer_class(cell, rnn_impl)
         self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")
-        self.rnns = [RNN[cell](units, return_sequences=True, return_state=True, name=f"{cell}_{i}")
-                     for i in range(layers)]
+        self.rnns = [rnn(units, return_sequences=True, return_state=True, name=f"{cell}_{i}") for i in range(layers)]
         self.drop = keras.layers.Dropout(dropout, name="dropout")
-        self.head = keras.layers.Dense(vocab_size, name="head")
+        self.head = keras.layers.Dense(vocab_size, name="head", dtype="float32")  # float32 logits under mixed precision
 
     @property
     def states_per_layer(self):
@@ -100,7 +102,8 @@ class CharLM(artifacts.BuildsFromSettings, keras.Model):
 
     def initial_states(self, batch):
         """Zero states, flat: `layers * states_per_layer` tensors `(batch, units)`."""
-        return [ops.zeros((batch, self.config.units)) for _ in range(self.config.layers * self.states_per_layer)]
+        dtype = self.rnns[0].compute_dtype
+        return [ops.zeros((batch, self.config.units), dtype) for _ in range(self.config.layers * self.states_per_layer)]
 
     def run(self, ids, states, mask=None, training=False):
         """`ids (batch, time)`, flat `states` -> `(logits (batch, time, vocab), final flat states)`.

@@ -61,11 +61,14 @@ class SentimentConfig:
     dropout: float = 0.3
     max_length: int = 400
     word_dropout: float = 0.0  # fraction of words whose whole embedding is zeroed in training
+    rnn_impl: str = "ours"  # "ours" (layers/) or "keras" (Keras' built-ins: cuDNN on a GPU); same weights
 
 
 @keras.saving.register_keras_serializable(package="rnn_suite")
-class SentimentNet(keras.Model):
-    """Bidirectional recurrent classifier over token ids; `call` returns logits `(batch,)`.
+class SentimentNet(artifacts.PortableModel, keras.Model):
+    """Bidirectional recurrent classifier over token ids; `call` returns logits `(batch, 1)` (the
+    Keras convention for one output: losses then average over the batch axis, which
+    `tf.distribute` relies on to scale the loss per replica).
 
     Args:
         vocab_size, embed_dim, units, cell, dropout, max_length, word_dropout: see
@@ -73,21 +76,22 @@ class SentimentNet(keras.Model):
             `word_dropout` drops whole words (their full embedding vector, noise shape
             `(batch, time, 1)`), so the classifier cannot lean on a few rare words, such as the
             names of the films in the training reviews, that never occur in the test reviews.
+            `rnn_impl` picks our recurrent layers or Keras' built-ins (see `SentimentConfig`).
     """
 
     def __init__(self, vocab_size, embed_dim, units, cell="lstm", dropout=0.3, max_length=400, word_dropout=0.0,
-                 **kwargs):
+                 rnn_impl="ours", **kwargs):
         super().__init__(**kwargs)
         if cell not in ("lstm", "gru"):
             raise ValueError(f"cell must be 'lstm' or 'gru', got {cell!r}")
-        self.config = SentimentConfig(vocab_size, embed_dim, units, cell, dropout, max_length, word_dropout)
-        rnn = {"lstm": layers.LSTM, "gru": layers.GRU}[cell]
+        self.config = SentimentConfig(vocab_size, embed_dim, units, cell, dropout, max_length, word_dropout, rnn_impl)
+        rnn = layers.recurrent_layer_class(cell, rnn_impl)
         self.embedding = keras.layers.Embedding(vocab_size, embed_dim, name="embedding")
         self.encoder = keras.layers.Bidirectional(rnn(units, return_sequences=True), name="encoder")
         self.pooling = layers.MaskedMeanMaxPooling(name="pooling")
         self.word_dropout = keras.layers.Dropout(word_dropout, noise_shape=(None, None, 1), name="word_dropout")
         self.dropout = keras.layers.Dropout(dropout)
-        self.head = keras.layers.Dense(1, name="head")
+        self.head = keras.layers.Dense(1, name="head", dtype="float32")  # float32 logit under mixed precision
 
     def build(self, input_shape=(None, None)):
         """Create every weight from the ids' shape `(batch, time)`."""
@@ -102,11 +106,11 @@ class SentimentNet(keras.Model):
         return self.call_embedded(self.embedding(ids), mask, training=training)
 
     def call_embedded(self, embedded, mask, training=False):
-        """Logits `(batch,)` from embeddings `(batch, time, embed_dim)` and a `(batch, time)` mask."""
+        """Logits `(batch, 1)` from embeddings `(batch, time, embed_dim)` and a `(batch, time)` mask."""
         embedded = self.word_dropout(embedded, training=training)  # (batch, time, embed_dim)
         h = self.encoder(embedded, mask=mask, training=training)  # (batch, time, 2 units)
         pooled = self.dropout(self.pooling(h, mask=mask), training=training)  # (batch, 4 units)
-        return ops.squeeze(self.head(pooled), -1)
+        return self.head(pooled)  # (batch, 1)
 
     def get_config(self):
         return {**super().get_config(), **dataclasses.asdict(self.config)}
@@ -161,7 +165,7 @@ class SentimentClassifier:
         probabilities = []
         for start in range(0, len(texts), batch_size):
             logits = self.model(self.encode(texts[start : start + batch_size]), training=False)
-            probabilities.append(ops.convert_to_numpy(ops.sigmoid(logits)))
+            probabilities.append(ops.convert_to_numpy(ops.sigmoid(ops.reshape(logits, (-1,)))))
         return np.concatenate(probabilities).astype("float32")
 
     def explain(self, text, steps=32, max_steps=1024, tolerance=0.05):
@@ -189,7 +193,7 @@ class SentimentClassifier:
         ends = np.stack([embedded, np.zeros_like(embedded)])  # the review and the baseline
         logit, baseline_logit = ops.convert_to_numpy(
             self.model.call_embedded(ends, ops.ones((2, len(words)), dtype="bool"), training=False)
-        ).astype("float64").tolist()
+        ).astype("float64").reshape(-1).tolist()
         target = logit - baseline_logit
         while True:
             scores = self._path_integral(embedded, steps)

@@ -22,11 +22,11 @@ import keras
 import numpy as np
 from keras import ops
 
-from layers import GRU, LSTM, BahdanauAttention
+from layers import BahdanauAttention, recurrent_layer_class
 from models import artifacts
 from models.text import TrueCaser, Vocabulary, detokenize, split_words
 
-RNN = {"gru": GRU, "lstm": LSTM}
+CELLS = ("gru", "lstm")
 
 
 @keras.saving.register_keras_serializable(package="rnn_suite")
@@ -50,7 +50,7 @@ class TiedOutput(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="rnn_suite")
-class Seq2SeqAttention(artifacts.BuildsFromSettings, keras.Model):
+class Seq2SeqAttention(artifacts.PortableModel, keras.Model):
     """Encoder-decoder with additive attention.
 
     Args:
@@ -60,33 +60,37 @@ class Seq2SeqAttention(artifacts.BuildsFromSettings, keras.Model):
         attention_units: Hidden size of the attention score (default `units`).
         cell: `"gru"` or `"lstm"`.
         dropout: Dropout rate on both embeddings and on a_t, in training only.
+        rnn_impl: `"ours"` (the layers of `layers/`) or `"keras"` (Keras' built-ins, cuDNN on a
+            GPU); the weights are the same, so a trained model can switch (`artifacts.rebuild`).
 
     Call: `model((source (batch, S) int, target_in (batch, T) int))` -> logits `(batch, T, vocab)`.
     """
 
     def __init__(self, source_vocab_size, target_vocab_size, embedding_dim=128, units=256,
-                 attention_units=None, cell="gru", dropout=0.0, **kwargs):
+                 attention_units=None, cell="gru", dropout=0.0, rnn_impl="ours", **kwargs):
         super().__init__(**kwargs)
-        if cell not in RNN:
-            raise ValueError(f"`cell` must be one of {sorted(RNN)}, got {cell!r}.")
+        if cell not in CELLS:
+            raise ValueError(f"`cell` must be one of {list(CELLS)}, got {cell!r}.")
+        rnn = recurrent_layer_class(cell, rnn_impl)
         self.settings = dict(source_vocab_size=source_vocab_size, target_vocab_size=target_vocab_size,
                              embedding_dim=embedding_dim, units=units,
-                             attention_units=attention_units or units, cell=cell, dropout=dropout)
+                             attention_units=attention_units or units, cell=cell, dropout=dropout,
+                             rnn_impl=rnn_impl)
         # N(0, 1/embedding_dim): Keras' default uniform(+-0.05) stalls training with the tied output
         # (measured on 10k pairs: loss stuck near the unigram entropy, 5.2 after 2 epochs; 2.0 with this).
         init = keras.initializers.RandomNormal(stddev=embedding_dim**-0.5)
         self.source_embedding = keras.layers.Embedding(source_vocab_size, embedding_dim,
                                                        embeddings_initializer=init, name="source_embedding")
         self.encoder = keras.layers.Bidirectional(
-            RNN[cell](units, return_sequences=True, return_state=True), name="encoder")
+            rnn(units, return_sequences=True, return_state=True), name="encoder")
         states = ["h", "c"] if cell == "lstm" else ["h"]
         self.bridges = [keras.layers.Dense(units, activation="tanh", name=f"bridge_{s}") for s in states]
         self.target_embedding = keras.layers.Embedding(target_vocab_size, embedding_dim,
                                                        embeddings_initializer=init, name="target_embedding")
-        self.decoder = RNN[cell](units, return_sequences=True, name="decoder")
+        self.decoder = rnn(units, return_sequences=True, name="decoder")
         self.attention = BahdanauAttention(attention_units or units, name="attention")
         self.combine = keras.layers.Dense(embedding_dim, activation="tanh", name="combine")
-        self.output_layer = TiedOutput(target_vocab_size, name="output")
+        self.output_layer = TiedOutput(target_vocab_size, name="output", dtype="float32")  # float32 logits
         self.drop = keras.layers.Dropout(dropout, name="dropout")
 
     def encode(self, source, training=False):

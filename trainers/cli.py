@@ -16,6 +16,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
 class UsageError(Exception):
     """A mistake of the user (bad file, bad flag combination): printed as one line, exit code 2."""
 
@@ -64,6 +67,14 @@ def parser(prog, description, defaults, quick, notes=None):
                    help="continue an interrupted run from its last epoch checkpoint")
     p.add_argument("--evaluate", action="store_true", help="score the saved model --model instead of training")
     p.add_argument("--model", help="saved-model folder for --evaluate")
+    # Devices and precision: applied by trainers.devices.setup.
+    p.add_argument("--rnn-impl", choices=["ours", "keras"], default="ours",
+                   help="recurrent layers: ours (layers/) or Keras' built-ins, cuDNN on a GPU; same weights (default ours)")
+    p.add_argument("--precision", choices=PRECISIONS, default="float32",
+                   help="Keras dtype policy (default float32; the mixed ones pay off on a GPU)")
+    p.add_argument("--data-parallel", action="store_true",
+                   help="one model replica per device: keras.distribution.DataParallel on JAX, "
+                        "MirroredStrategy on TensorFlow (not on torch)")
     return p
 
 

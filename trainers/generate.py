@@ -24,7 +24,7 @@ import numpy as np
 
 from models.char_lm import CharGenerator, CharLM, CharVocabulary, bits_per_character
 from models.compiled import compile_inference
-from trainers import data
+from trainers import data, devices
 
 DEFAULTS = {
     "epochs": 12, "batch_size": 64, "units": 512, "seed": 1337, "out": None, "max_examples": None,
@@ -174,11 +174,13 @@ def train(args):
           f"vocabulary {len(vocabulary)} characters; {len(train_data)} batches of {args.batch_size} x "
           f"{args.sequence_length} per epoch")
 
-    model = CharLM(len(vocabulary), args.embedding_dim, args.units, args.layers, args.cell, args.dropout)
-    model.build()
-    schedule = keras.optimizers.schedules.CosineDecay(args.learning_rate, args.epochs * len(train_data), alpha=0.05)
-    model.compile(keras.optimizers.Adam(schedule, clipnorm=args.clipnorm),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    scope, hardware = devices.setup(args)
+    with scope:  # --data-parallel (TensorFlow) builds the model inside its strategy
+        model = CharLM(len(vocabulary), args.embedding_dim, args.units, args.layers, args.cell, args.dropout, args.rnn_impl)
+        model.build()
+        schedule = keras.optimizers.schedules.CosineDecay(args.learning_rate, args.epochs * len(train_data), alpha=0.05)
+        model.compile(keras.optimizers.Adam(schedule, clipnorm=args.clipnorm),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     checkpoints = os.path.join("checkpoints", os.path.basename(os.path.normpath(args.out)))
     callbacks, best_path = cli.training_callbacks(checkpoints, args.resume, args.patience)
     fit_start = time.time()
@@ -205,6 +207,7 @@ def train(args):
                   "validation_characters": len(val_text)},
         "vocabulary": len(vocabulary),
         "settings": settings,
+        "hardware": hardware,
         "parameters": int(model.count_params()),
         "training": cli.training_record(history, train_seconds),
         "validation": {**validation, "measured": "whole validation text, state carried across windows"},

@@ -20,7 +20,7 @@ import numpy as np
 
 from models.sentiment import SentimentClassifier, SentimentNet, review_tokens, truncate
 from models.text import Vocabulary
-from trainers import data
+from trainers import data, devices
 from trainers.batching import LengthBatches, pad
 
 DEFAULTS = {
@@ -57,7 +57,7 @@ def batches(classifier, texts, labels, batch_size, seed, shuffle):
     labels = np.asarray(labels, dtype="float32")
 
     def make_batch(indices):
-        return pad([rows[i] for i in indices], multiple=PAD_MULTIPLE), labels[indices]
+        return pad([rows[i] for i in indices], multiple=PAD_MULTIPLE), labels[indices, None]  # (batch, 1)
 
     return LengthBatches([len(r) for r in rows], make_batch, batch_size, seed, shuffle)
 
@@ -155,19 +155,21 @@ def train(args):
     print(f"IMDB ({args.source}): " + ", ".join(f"{k} {v}" for k, v in sizes.items()) + " reviews")
 
     vocabulary = Vocabulary.build((review_tokens(t) for t in train_texts), args.vocab_size)
-    model = SentimentNet(len(vocabulary), args.embedding_dim, args.units, args.cell, args.dropout, args.max_length,
-                         args.word_dropout)
-    classifier = SentimentClassifier(model, vocabulary)
-    train_data = batches(classifier, train_texts, train_labels, args.batch_size, args.seed, shuffle=True)
-    val_data = batches(classifier, val_texts, val_labels, args.batch_size, args.seed, shuffle=False)
-    print(f"vocabulary {len(vocabulary)} words; {len(train_data)} training batches of {args.batch_size}; "
-          f"reviews truncated to {args.max_length} words")
+    scope, hardware = devices.setup(args)
+    with scope:  # --data-parallel (TensorFlow) builds the model inside its strategy
+        model = SentimentNet(len(vocabulary), args.embedding_dim, args.units, args.cell, args.dropout, args.max_length,
+                             args.word_dropout, args.rnn_impl)
+        classifier = SentimentClassifier(model, vocabulary)
+        train_data = batches(classifier, train_texts, train_labels, args.batch_size, args.seed, shuffle=True)
+        val_data = batches(classifier, val_texts, val_labels, args.batch_size, args.seed, shuffle=False)
+        print(f"vocabulary {len(vocabulary)} words; {len(train_data)} training batches of {args.batch_size}; "
+              f"reviews truncated to {args.max_length} words")
 
-    # Cosine decay to 5% over the planned epochs: late epochs refine instead of memorising.
-    schedule = keras.optimizers.schedules.CosineDecay(args.learning_rate, args.epochs * len(train_data), alpha=0.05)
-    model.compile(keras.optimizers.Adam(schedule, clipnorm=args.clipnorm),
-                  loss=keras.losses.BinaryCrossentropy(from_logits=True),
-                  metrics=[keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")])
+        # Cosine decay to 5% over the planned epochs: late epochs refine instead of memorising.
+        schedule = keras.optimizers.schedules.CosineDecay(args.learning_rate, args.epochs * len(train_data), alpha=0.05)
+        model.compile(keras.optimizers.Adam(schedule, clipnorm=args.clipnorm),
+                      loss=keras.losses.BinaryCrossentropy(from_logits=True),
+                      metrics=[keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")])
     checkpoints = os.path.join("checkpoints", os.path.basename(os.path.normpath(args.out)))
     callbacks, best_path = cli.training_callbacks(checkpoints, args.resume, args.patience)
     fit_start = time.time()
@@ -187,6 +189,7 @@ def train(args):
                   "seed": args.seed, **sizes},
         "vocabulary": len(vocabulary),
         "settings": settings,
+        "hardware": hardware,
         "parameters": int(model.count_params()),
         "explanation": "integrated gradients on the word embeddings (zero baseline), scores in logits",
         "training": cli.training_record(history, train_seconds),

@@ -22,7 +22,7 @@ import sacrebleu
 
 from models.text import TrueCaser, Vocabulary, tokenize
 from models.translator import Seq2SeqAttention, Translator, masked_accuracy, masked_loss
-from trainers import data
+from trainers import data, devices
 from trainers.batching import LengthBatches, pad
 
 # Defaults, sized by measurement on a 2-core CPU with KERAS_BACKEND=jax (reasoning below).
@@ -229,12 +229,14 @@ def train(args):
     print(f"vocabularies: source {len(source_vocab)}, target {len(target_vocab)} words; "
           f"{len(train_data)} training batches of {args.batch_size}")
 
-    model = Seq2SeqAttention(len(source_vocab), len(target_vocab), args.embedding_dim, args.units,
-                             cell=args.cell, dropout=args.dropout)
-    model.build()
-    # Cosine decay to 5% over the planned epochs: the last epochs refine instead of bouncing.
-    schedule = keras.optimizers.schedules.CosineDecay(args.learning_rate, args.epochs * len(train_data), alpha=0.05)
-    model.compile(keras.optimizers.Adam(schedule, clipnorm=args.clipnorm), loss=masked_loss, metrics=[masked_accuracy])
+    scope, hardware = devices.setup(args)
+    with scope:  # --data-parallel (TensorFlow) builds the model inside its strategy
+        model = Seq2SeqAttention(len(source_vocab), len(target_vocab), args.embedding_dim, args.units,
+                                 cell=args.cell, dropout=args.dropout, rnn_impl=args.rnn_impl)
+        model.build()
+        # Cosine decay to 5% over the planned epochs: the last epochs refine instead of bouncing.
+        schedule = keras.optimizers.schedules.CosineDecay(args.learning_rate, args.epochs * len(train_data), alpha=0.05)
+        model.compile(keras.optimizers.Adam(schedule, clipnorm=args.clipnorm), loss=masked_loss, metrics=[masked_accuracy])
     checkpoints = os.path.join("checkpoints", os.path.basename(os.path.normpath(args.out)))
     callbacks, best_path = cli.training_callbacks(checkpoints, args.resume, args.patience)
     fit_start = time.time()
@@ -271,6 +273,7 @@ def train(args):
                   "fractions": {"validation": VALIDATION_FRACTION, "test": TEST_FRACTION}, **sizes},
         "vocabulary": {"source": len(source_vocab), "target": len(target_vocab), "min_count": args.min_count},
         "settings": hyper,
+        "hardware": hardware,
         "parameters": int(model.count_params()),
         "training": cli.training_record(history, train_seconds),
         "length_penalty": {"alpha": translator.settings["length_penalty"], "validation_bleu_by_alpha": tuning},

@@ -1,0 +1,139 @@
+"""--rnn-impl, --precision and --data-parallel on a CPU: switching between our recurrent layers and
+Keras' built-ins keeps the predictions, mixed-precision models load and run in float32, and data
+parallelism over two virtual CPU devices trains like one device."""
+
+import os
+import subprocess
+import sys
+import types
+
+import keras
+import numpy as np
+import pytest
+
+from models import artifacts
+from models.char_lm import CharGenerator, CharLM, CharVocabulary
+from models.sentiment import SentimentNet
+from models.translator import Seq2SeqAttention
+from trainers import cli, devices
+
+RNG = np.random.default_rng(0)
+IDS = RNG.integers(1, 20, size=(3, 9)).astype("int32")
+IDS[1, 6:] = 0  # padding: masks must behave the same in both implementations
+
+
+def tiny_models(rnn_impl):
+    sentiment = SentimentNet(20, 8, 6, cell="lstm", dropout=0.0, max_length=16, rnn_impl=rnn_impl)
+    translator = Seq2SeqAttention(20, 20, embedding_dim=8, units=6, cell="lstm", rnn_impl=rnn_impl)
+    char_lm = CharLM(20, embedding_dim=8, units=6, layers=2, cell="gru", rnn_impl=rnn_impl)
+    for model in (sentiment, translator, char_lm):
+        model.build()
+    return {"sentiment": sentiment, "translator": translator, "char_lm": char_lm}
+
+
+def outputs(name, model):
+    if name == "translator":
+        return keras.ops.convert_to_numpy(model((IDS, IDS[:, :5])))
+    return keras.ops.convert_to_numpy(model(IDS))
+
+
+@pytest.mark.parametrize("start, other", [("ours", "keras"), ("keras", "ours")])
+def test_switching_recurrent_implementation_keeps_predictions(start, other):
+    for name, model in tiny_models(start).items():
+        converted = artifacts.rebuild(model, rnn_impl=other)
+        assert converted.get_config()["rnn_impl"] == other
+        np.testing.assert_allclose(outputs(name, converted), outputs(name, model), atol=1e-5, err_msg=name)
+
+
+def test_saved_model_records_its_recurrent_implementation(tmp_path):
+    model = tiny_models("keras")["char_lm"]
+    generator = CharGenerator(model, CharVocabulary([chr(97 + i) for i in range(20)]))
+    generator.save(str(tmp_path / "lm"))
+    loaded = CharGenerator.load(str(tmp_path / "lm"))
+    assert loaded.model.config.rnn_impl == "keras"
+    assert isinstance(loaded.model.rnns[0], keras.layers.GRU)
+    ours = artifacts.rebuild(loaded.model, rnn_impl="ours")  # serve a built-in-trained model with ours
+    np.testing.assert_allclose(outputs("char_lm", ours), outputs("char_lm", model), atol=1e-5)
+
+
+def test_mixed_precision_model_loads_and_runs_in_float32(tmp_path):
+    policy = "mixed_float16" if keras.backend.backend() == "torch" else "mixed_bfloat16"
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model = CharLM(20, embedding_dim=8, units=16, layers=1)
+        model.build()
+        model.compile(keras.optimizers.Adam(0.01), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        history = model.fit(IDS[:, :-1] % 19 + 1, IDS[:, 1:] % 19 + 1, epochs=3, verbose=0)
+        assert np.all(np.isfinite(history.history["loss"]))
+        assert model.rnns[0].compute_dtype != "float32" and model.head.compute_dtype == "float32"
+        mixed = keras.ops.convert_to_numpy(model(IDS))
+        CharGenerator(model, CharVocabulary([chr(97 + i) for i in range(20)])).save(str(tmp_path / "lm"))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    loaded = CharGenerator.load(str(tmp_path / "lm"))
+    assert all(layer.compute_dtype == "float32" for layer in loaded.model.rnns)
+    full = keras.ops.convert_to_numpy(loaded.model(IDS))
+    assert full.dtype == np.float32
+    np.testing.assert_allclose(full, mixed, atol=0.05)  # the same weights; only the arithmetic differs
+    assert len(loaded.generate("abc", length=5, seed=0)) == 5
+
+
+def test_setup_reports_devices_and_precision(capsys):
+    args = types.SimpleNamespace(precision="float32", data_parallel=False, batch_size=8, rnn_impl="ours")
+    scope, info = devices.setup(args)
+    assert info["backend"] == keras.backend.backend() and info["devices"] and info["precision"] == "float32"
+    assert "devices:" in capsys.readouterr().out
+
+
+DATA_PARALLEL_SCRIPT = """
+import json, os, types
+import numpy as np
+import keras
+from models.sentiment import SentimentNet
+from trainers import devices
+
+rng = np.random.default_rng(0)
+x = rng.integers(1, 30, size=(32, 12)).astype("int32")
+y = (x[:, 0] > 15).astype("float32")
+
+def train(scope):
+    keras.utils.set_random_seed(0)
+    with scope:
+        model = SentimentNet(30, 8, 8, dropout=0.0, max_length=12)
+        model.build()
+        model.set_weights(initial)
+        model.compile(keras.optimizers.SGD(0.5), keras.losses.BinaryCrossentropy(from_logits=True))
+    history = model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    return [float(v) for v in history.history["loss"]]
+
+keras.utils.set_random_seed(0)
+reference = SentimentNet(30, 8, 8, dropout=0.0, max_length=12)
+reference.build()
+initial = reference.get_weights()
+single = train(devices.contextlib.nullcontext())
+scope, replicas = devices.data_parallel_scope()
+parallel = train(scope)
+print(json.dumps({"replicas": replicas, "devices": devices.list_devices(), "single": single, "parallel": parallel}))
+"""
+
+
+def test_data_parallel_on_two_cpu_devices_matches_one_device():
+    backend = keras.backend.backend()
+    if backend == "torch":
+        with pytest.raises(cli.UsageError, match="not supported on the torch backend"):
+            devices.data_parallel_scope()
+        return
+    env = dict(os.environ, KERAS_BACKEND=backend, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    prelude = ""
+    if backend == "tensorflow":  # two logical CPUs, configured before TensorFlow starts
+        prelude = ("import tensorflow as tf\ncpu = tf.config.list_physical_devices('CPU')[0]\n"
+                   "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n")
+    result = subprocess.run([sys.executable, "-c", prelude + DATA_PARALLEL_SCRIPT], env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    import json
+
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["replicas"] == 2, out["devices"]
+    np.testing.assert_allclose(out["parallel"], out["single"], rtol=1e-4)
+    assert out["single"][1] < out["single"][0]  # it trained
