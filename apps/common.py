@@ -128,4 +128,4 @@ def single_demo(title, render, model):
 def serve_one(module, title, argv=None):
     """`python -m apps.<demo>`: parse the flags, load the model of `module` and serve its demo."""
     args = parser(f"Serve the {title.lower()} demo.", module.DEFAULT_MODEL).parse_args(argv)
-    launch(single_demo(title, module.render, module.load(args.model)), args)
+    launch(single_demo(title, module.render, module.load(getattr(args, "model", None))), args)

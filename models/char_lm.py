@@ -24,7 +24,7 @@ from keras import ops
 
 from layers import recurrent_layer_class
 from models import artifacts
-from models.compiled import compile_inference
+from models.compiled import compile_function
 
 CELLS = ("lstm", "gru")
 MAX_GENERATE = 20000  # characters per request: a bound, so a typo cannot keep a server busy for hours
@@ -226,8 +226,8 @@ class CharGenerator:
     def __init__(self, model, vocabulary, card=None):
         self.model, self.vocabulary, self.card = model, vocabulary, card or {}
         variables = model.weights
-        self.compiled_step = compile_inference(model.step, variables)
-        self.compiled_prime = compile_inference(self._prime, variables)
+        self.compiled_step = compile_function(model.step, variables)
+        self.compiled_prime = compile_function(self._prime, variables)
 
     @classmethod
     def load(cls, directory):

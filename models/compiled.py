@@ -1,16 +1,17 @@
-"""Compile a small inference function once, on whichever backend Keras runs.
+"""Compile a small function of tensors once, on whichever backend Keras runs.
 
 Step-by-step decoding (a character at a time, a word at a time) calls the same few operations
 hundreds of times from Python. Run eagerly, JAX dispatches every operation on its own (tens of
 microseconds each) and TensorFlow likewise, so the bookkeeping costs more than the math. Keras'
 own `predict` compiles, but it is built for batches, not for a loop that must hand back every
-step. `compile_inference` is the small piece in between:
+step. `compile_function` is the small piece in between:
 
 - JAX: `jax.jit` of a stateless function; the model's weights are passed in as arguments through
   `keras.StatelessScope` (the way Keras' JAX trainer runs a model), so they are not baked into the
   compiled program and a change of weights is seen.
 - TensorFlow: `tf.function` (weights are read from the variables).
-- PyTorch: eager under `torch.no_grad()` (eager PyTorch is already cheap per operation).
+- PyTorch: eager (eager PyTorch is already cheap per operation), under `torch.no_grad()` unless
+  the function takes gradients itself (`differentiates=True`, e.g. the gradient-flow lab).
 
 The function must use `keras.ops` and the model's layers only, take tensors and return a tensor
 or a tuple/list of tensors; results come back as NumPy arrays.
@@ -20,8 +21,9 @@ import keras
 import numpy as np
 
 
-def compile_inference(fn, variables):
-    """A compiled version of `fn(*tensors)` that reads `variables` (a list of Keras variables).
+def compile_function(fn, variables, differentiates=False):
+    """A compiled version of `fn(*tensors)` that reads `variables` (a list of Keras variables);
+    `differentiates=True` when `fn` computes gradients inside (`layers.value_and_grad`).
 
     Returns a callable taking NumPy arrays or tensors and returning the same structure as `fn` with
     NumPy arrays in place of tensors. Each new input shape compiles once (JAX, TensorFlow).
@@ -47,7 +49,7 @@ def compile_inference(fn, variables):
         import torch
 
         def eager(*args):
-            with torch.no_grad():
+            with torch.enable_grad() if differentiates else torch.no_grad():
                 return _to_numpy(fn(*[keras.ops.convert_to_tensor(a) for a in args]))
 
         return eager

@@ -102,6 +102,13 @@ def test_sentiment_endpoints_return_confidences_and_word_scores(client):
     assert all(-1.0 <= w["class_or_confidence"] <= 1.0 for w in words)
 
 
+def test_gradients_endpoint_plots_the_norms(client):
+    plot, summary = client.predict("adding", 20, ["LSTM", "GRU"], 0, 0, api_name="/gradients")
+    assert plot is not None and "LSTM" in summary and "GRU" in summary
+    _, notice = client.predict("adding", 20, [], 0, 0, api_name="/gradients")
+    assert "at least one" in notice
+
+
 def test_generate_endpoint_streams(client):
     job = client.submit("ROMEO:\n", 60, 0.8, 0, 1.0, 3, api_name="/generate")
     updates = [text for text, _ in job]

@@ -23,7 +23,7 @@ import keras
 import numpy as np
 
 from models.char_lm import CharGenerator, CharLM, CharVocabulary, bits_per_character
-from models.compiled import compile_inference
+from models.compiled import compile_function
 from trainers import data, devices
 
 DEFAULTS = {
@@ -110,7 +110,7 @@ def text_loss(model, ids, streams=32, chunk=256):
         nll = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)  # (streams, chunk)
         return (keras.ops.sum(nll * keras.ops.cast(mask, nll.dtype)), *states)
 
-    step = compile_inference(chunk_loss, model.weights)
+    step = compile_function(chunk_loss, model.weights)
     states = [keras.ops.convert_to_numpy(s) for s in model.initial_states(streams)]
     total = 0.0
     for start in range(0, per, chunk):
