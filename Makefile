@@ -12,7 +12,7 @@ ARGS ?=
 # Two pytest workers: one per core of the reference 2-core machine.
 WORKERS ?= 2
 
-.PHONY: setup translate sentiment generate apps test benchmark clean
+.PHONY: setup translate sentiment generate apps gradients test benchmark clean
 
 setup: $(VENV)/.installed
 
@@ -33,6 +33,9 @@ generate: setup
 
 apps: setup
 	$(BIN)/python -m apps $(ARGS)
+
+gradients: setup
+	$(BIN)/python -m trainers.gradients $(ARGS)
 
 # Each backend in its own process (the backend is fixed when Keras is imported); fails if any fails.
 test: setup

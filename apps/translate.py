@@ -69,7 +69,7 @@ def make_handler(models):
             return "", None, common.notice_markdown(message)
         if not text.strip():
             return "", None, common.notice_markdown("Type a sentence to translate.")
-        width = 1 if search == "greedy" else int(beam_width)
+        width = 1 if search == "greedy" else int(min(max(beam_width or 5, 1), 10))
         with lock:
             result = translator(text, beam_width=width)
         figure = heatmap(result) if result.words and result.source_words else None

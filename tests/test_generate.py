@@ -134,3 +134,12 @@ def test_evaluate_scores_a_file_and_counts_unknown_characters(memorised, tmp_pat
     assert trainer.main(["--evaluate", "--model", str(tmp_path / "lm"), "--text-file", str(tmp_path / "t.txt")]) == 0
     out = capsys.readouterr().out
     assert "nats/char" in out and "3 characters outside the vocabulary" in out
+
+
+def test_tfds_source_gives_the_same_split_as_the_keras_file(tmp_path, monkeypatch):
+    from trainers import data
+
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))  # prepared offline from the Keras cache
+    keras_split, tfds_split = data.load_shakespeare("keras"), data.load_shakespeare("tfds")
+    assert len(keras_split["train"]) == 1_003_854 and len(keras_split["validation"]) == 111_540
+    assert tfds_split["train"] == keras_split["train"] and tfds_split["validation"] == keras_split["validation"]
