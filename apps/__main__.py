@@ -23,6 +23,11 @@ def build(models):
     return demo
 
 
+def load_all():
+    """Every tab's model from its default folder."""
+    return {name: module.load(module.DEFAULT_MODEL) for name, module in DEMOS.items()}
+
+
 def main(argv=None):
     p = common.parser("Serve all demos as tabs.", None)
     for name, module in DEMOS.items():

@@ -9,6 +9,7 @@ one.
 
 import argparse
 import os
+import socket
 import threading
 import unicodedata
 
@@ -129,3 +130,14 @@ def serve_one(module, title, argv=None):
     """`python -m apps.<demo>`: parse the flags, load the model of `module` and serve its demo."""
     args = parser(f"Serve the {title.lower()} demo.", module.DEFAULT_MODEL).parse_args(argv)
     launch(single_demo(title, module.render, module.load(getattr(args, "model", None))), args)
+
+
+def start_local(demo):
+    """Serve `demo` through the queue on a free local port, in the background (tests,
+    benchmarks, screenshots); returns its URL. Stop it with `demo.close()`."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with_queue(demo).launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                            theme=THEME, css=CSS)
+    return f"http://127.0.0.1:{port}/"

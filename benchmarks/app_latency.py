@@ -11,7 +11,6 @@ streamed characters arrive, and the whole 200-character generation).
 
 import argparse
 import os
-import socket
 import time
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -62,13 +61,9 @@ def main(argv=None):
     from apps import __main__ as all_demos
     from apps import common
 
-    models = {name: module.load(module.DEFAULT_MODEL) for name, module in all_demos.DEMOS.items()}
-    demo = common.with_queue(all_demos.build(models))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+    models = all_demos.load_all()
+    demo = all_demos.build(models)
+    client = Client(common.start_local(demo), verbose=False)
     n = args.requests
     rows = {}
     if not isinstance(models["Translate"]["spa-eng"], common.Unavailable):

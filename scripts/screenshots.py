@@ -8,7 +8,6 @@ through Playwright, uses each tab once and saves one small PNG per tab.
 
 import argparse
 import os
-import socket
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -27,19 +26,14 @@ def main(argv=None):
     from apps import __main__ as all_demos
     from apps import common
 
-    models = {name: module.load(module.DEFAULT_MODEL) for name, module in all_demos.DEMOS.items()}
-    demo = common.with_queue(all_demos.build(models))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                theme=common.THEME, css=common.CSS)
+    demo = all_demos.build(all_demos.load_all())
+    url = common.start_local(demo)
     os.makedirs(args.out, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page(viewport={"width": args.width, "height": 800})
         page.set_default_timeout(120_000)
-        page.goto(f"http://127.0.0.1:{port}/")
+        page.goto(url)
         page.wait_for_selector("text=rnn-suite")
 
         page.get_by_role("tab", name="Translate").click()

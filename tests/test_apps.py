@@ -9,7 +9,6 @@ check the app, not translation quality.
 import concurrent.futures
 import os
 import shutil
-import socket
 
 import keras
 import numpy as np
@@ -57,23 +56,14 @@ def model_dirs(tmp_path_factory):
     return root
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(model_dirs):
     """The all-tabs app on a free local port: yields its URL."""
     models = {"Translate": translate_app.load(str(model_dirs / "translate-spa-eng")),
               "Sentiment": sentiment_app.load(str(model_dirs / "sentiment-imdb")),
               "Generate": generate_app.load(str(model_dirs / "generate-shakespeare"))}
-    demo = common.with_queue(all_demos.build(models))
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                theme=common.THEME, css=common.CSS)
-    yield f"http://127.0.0.1:{port}/"
+    demo = all_demos.build(models)
+    yield common.start_local(demo)
     demo.close()
 
 
