@@ -70,8 +70,8 @@ def render(classifier):
         with gr.Column():
             label = gr.Label(label="Sentiment", num_top_classes=2)
             notice = gr.Markdown(elem_classes="notice")
-    words = gr.HighlightedText(label="Why: each word's push towards positive (green) or negative (red)",
-                               color_map={"+": "green", "-": "red"}, show_legend=False, combine_adjacent=False)
+    words = gr.HighlightedText(label="Why: each word's push towards positive (red) or negative (blue), "
+                                     "by integrated gradients", show_legend=False, combine_adjacent=False)
     gr.Examples(EXAMPLES, inputs=[review])
     classify, explain = make_handlers(classifier)
     for trigger in (button.click, review.submit):

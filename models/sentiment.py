@@ -21,6 +21,7 @@ from keras import ops
 
 import layers
 from models import artifacts
+from models.compiled import compile_function
 from models.text import Vocabulary, split_words
 
 _TAG = re.compile(r"<[^>]*>")
@@ -39,6 +40,11 @@ def review_words(text):
 def review_tokens(text):
     """Lowercased model tokens of a review (HTML removed)."""
     return [word.lower() for word in review_words(text)]
+
+
+def _bucket(length, multiple=32):
+    """`length` rounded up to a multiple of 32: few padded shapes, so few compilations."""
+    return max(multiple, -(-length // multiple) * multiple)
 
 
 def truncate(ids, max_length):
@@ -132,6 +138,13 @@ class SentimentClassifier:
         self.vocabulary = vocabulary
         self.card = card or {}
         self.max_length = model.config.max_length
+        # Compiled once per padded shape (models.compiled): eager JAX re-traces the recurrent
+        # scan on every call, about 0.5 s.
+        self._probabilities = compile_function(
+            lambda ids: ops.sigmoid(ops.reshape(model(ids, training=False), (-1,))), model.weights)
+        self._end_logits = compile_function(
+            lambda ends, mask: ops.reshape(model.call_embedded(ends, mask, training=False), (-1,)), model.weights)
+        self._logit_gradients = compile_function(self._logit_gradients_of, model.weights, differentiates=True)
 
     @classmethod
     def load(cls, directory):
@@ -150,7 +163,7 @@ class SentimentClassifier:
             TypeError: a review is not a string. ValueError: a review has no words.
         """
         rows = [truncate(self.vocabulary.encode(self._tokens(text)), self.max_length) for text in texts]
-        ids = np.zeros((len(rows), max(len(r) for r in rows)), dtype="int32")
+        ids = np.zeros((len(rows), _bucket(max(len(r) for r in rows))), dtype="int32")  # padding is masked
         for i, row in enumerate(rows):
             ids[i, : len(row)] = row
         return ids
@@ -164,8 +177,7 @@ class SentimentClassifier:
             return np.zeros((0,), "float32")
         probabilities = []
         for start in range(0, len(texts), batch_size):
-            logits = self.model(self.encode(texts[start : start + batch_size]), training=False)
-            probabilities.append(ops.convert_to_numpy(ops.sigmoid(ops.reshape(logits, (-1,)))))
+            probabilities.append(self._probabilities(self.encode(texts[start : start + batch_size])))
         return np.concatenate(probabilities).astype("float32")
 
     def explain(self, text, steps=32, max_steps=1024, tolerance=0.05):
@@ -190,13 +202,14 @@ class SentimentClassifier:
         words = [words[i] for i in kept]
         ids = np.asarray([self.vocabulary.encode([w.lower() for w in words])], dtype="int32")
         embedded = ops.convert_to_numpy(self.model.embedding(ids))[0]  # (time, embed_dim)
+        width = _bucket(len(words))  # padded (and masked) to few shapes for the compiled calls
+        embedded = np.pad(embedded, ((0, width - len(words)), (0, 0)))
+        mask = np.arange(width) < len(words)  # (width,)
         ends = np.stack([embedded, np.zeros_like(embedded)])  # the review and the baseline
-        logit, baseline_logit = ops.convert_to_numpy(
-            self.model.call_embedded(ends, ops.ones((2, len(words)), dtype="bool"), training=False)
-        ).astype("float64").reshape(-1).tolist()
+        logit, baseline_logit = self._end_logits(ends, np.stack([mask, mask])).astype("float64").tolist()
         target = logit - baseline_logit
         while True:
-            scores = self._path_integral(embedded, steps)
+            scores = self._path_integral(embedded, mask, steps)[: len(words)]
             error = float(scores.sum()) - target
             if abs(error) <= tolerance * max(1.0, abs(target)) or steps >= max_steps:
                 break
@@ -205,20 +218,22 @@ class SentimentClassifier:
                 "probability": 1.0 / (1.0 + np.exp(-logit)), "baseline_logit": baseline_logit,
                 "steps": steps, "completeness_error": error}
 
-    def _path_integral(self, embedded, steps, chunk=128):
+    def _path_integral(self, embedded, mask, steps, chunk=128):
         """Integrated gradients of the logit, `(time,)`, over `steps` midpoints from zero."""
         alphas = (np.arange(steps, dtype="float32") + 0.5) / steps  # midpoint rule on [0, 1]
         gradient_sum = np.zeros_like(embedded)
         for start in range(0, steps, chunk):
             points = alphas[start : start + chunk, None, None] * embedded[None]  # (n, time, dim)
-            mask = ops.ones(points.shape[:2], dtype="bool")
-
-            def total_logit(points):
-                return ops.sum(self.model.call_embedded(points, mask, training=False))
-
-            _, (gradients,) = layers.value_and_grad(total_logit, points)
-            gradient_sum += ops.convert_to_numpy(gradients).sum(0)
+            gradient_sum += self._logit_gradients(points, np.broadcast_to(mask, points.shape[:2])).sum(0)
         return (gradient_sum / steps * embedded).sum(-1).astype("float64")  # (time,)
+
+    def _logit_gradients_of(self, points, mask):
+        """Gradients of the summed logits with respect to `points (n, time, dim)` embeddings."""
+
+        def total_logit(points):
+            return ops.sum(self.model.call_embedded(points, mask, training=False))
+
+        return layers.value_and_grad(total_logit, points)[1][0]
 
     def _words(self, text):
         if not isinstance(text, str):

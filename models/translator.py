@@ -24,6 +24,7 @@ from keras import ops
 
 from layers import BahdanauAttention, recurrent_layer_class
 from models import artifacts
+from models.compiled import compile_function
 from models.text import TrueCaser, Vocabulary, detokenize, split_words
 
 CELLS = ("gru", "lstm")
@@ -312,6 +313,36 @@ def _stack(steps, n, width=None):
 
 # --- strings in, strings out ----------------------------------------------------------------------
 
+class CompiledDecoding:
+    """`encode_eagerly` and `decode_step` of a `Seq2SeqAttention`, each compiled once per input
+    shape (`models.compiled`): what `greedy_decode` and `beam_search` call, so that a sentence
+    costs a few compiled calls instead of hundreds of eager operations (on JAX about 400 ms
+    eager against tens of milliseconds compiled). Same results as the model's own methods
+    (tested)."""
+
+    def __init__(self, model):
+        self.settings = model.settings
+
+        def encode(source):
+            values, keys, mask, states = model.encode(source)
+            return (values, keys, model.attention.score_bias(mask), *states)
+
+        def step(tokens, values, keys, score_bias, *states):
+            logits, states, weights = model.decode_step(tokens, list(states), (values, keys, score_bias, None))
+            return (logits, weights, *states)
+
+        self._encode = compile_function(encode, model.weights)
+        self._step = compile_function(step, model.weights)
+
+    def encode_eagerly(self, source):
+        values, keys, score_bias, *states = self._encode(source)
+        return values, keys, score_bias, states
+
+    def decode_step(self, tokens, states, encoded):
+        logits, weights, *states = self._step(tokens, *encoded[:3], *states)
+        return logits, states, weights
+
+
 @dataclasses.dataclass
 class Translation:
     """One translation.
@@ -340,13 +371,16 @@ class Translator:
         truecaser: `TrueCaser` for the output.
         settings: dict with `direction`, `max_source_length` (longer inputs are truncated, with a
             notice), `max_target_length` (the cap of output words) and `length_penalty`.
+        compiled: decode through `CompiledDecoding` (default) or eagerly step by step.
     """
 
     SIDE_FILES = ("source_vocab.json", "target_vocab.json", "truecase.json", "translator.json")
 
-    def __init__(self, model, source_vocab, target_vocab, truecaser, settings):
+    def __init__(self, model, source_vocab, target_vocab, truecaser, settings, compiled=True):
         self.model, self.source_vocab, self.target_vocab = model, source_vocab, target_vocab
         self.truecaser, self.settings = truecaser, dict(settings)
+        # Decoding through compiled calls (`CompiledDecoding`), or step by step eagerly (`compiled=False`).
+        self.decoder = CompiledDecoding(model) if compiled else model
 
     @classmethod
     def load(cls, directory):
@@ -406,9 +440,9 @@ class Translator:
                 ids[row, : len(item[2])] = item[2]
             limits = [min(2 * len(item[2]) + 10, int(self.settings["max_target_length"])) for item in batch]
             if beam_width == 1:
-                tokens, attention = greedy_decode(self.model, ids, limits)
+                tokens, attention = greedy_decode(self.decoder, ids, limits)
             else:
-                tokens, attention, _ = beam_search(self.model, ids, beam_width, limits, penalty)
+                tokens, attention, _ = beam_search(self.decoder, ids, beam_width, limits, penalty)
             for row, (i, words, _, notice) in enumerate(batch):
                 results[i] = self._finish(tokens[row], attention[row, :, : len(words)], words, notice)
         return results

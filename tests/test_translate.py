@@ -145,6 +145,17 @@ def test_translator_strings_and_attention(translator):
     assert [r.text for r in batch] == ["D c b A", "E f"]  # order kept despite sorting by length
 
 
+def test_compiled_decoding_equals_eager_decoding(translator):
+    eager = Translator(translator.model, translator.source_vocab, translator.target_vocab, translator.truecaser,
+                       translator.settings, compiled=False)
+    texts = ["a b c d", "f e", "c c a b e"]
+    for width in (1, 3):
+        fast, slow = translator.translate(texts, beam_width=width), eager.translate(texts, beam_width=width)
+        assert [r.text for r in fast] == [r.text for r in slow]
+        for f, s in zip(fast, slow):
+            np.testing.assert_allclose(f.attention, s.attention, atol=1e-5)
+
+
 def test_empty_unknown_and_very_long_inputs(translator):
     for text in ("", "   ", "\u200b"):
         result = translator(text)
