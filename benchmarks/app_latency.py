@@ -6,7 +6,8 @@ Serves the all-tabs app (`python -m apps`) with the models in `saved_models/` on
 sends each request once to warm up, then `--requests` requests one after another per endpoint,
 and prints p50 and p95 in milliseconds: Translate (greedy), Sentiment (the label; the word
 highlighting follows as its own request and is timed too), and Generate (time until the first
-streamed characters arrive, and the whole 200-character generation).
+streamed characters arrive, and the whole 200-character generation), and an echo endpoint on the same kind of queue as the
+floor that Gradio and gradio_client add to every request.
 """
 
 import argparse
@@ -50,6 +51,23 @@ def first_stream_update(client, i):
     return first if first is not None else time.perf_counter() - start
 
 
+def echo_floor(n):
+    """Seconds per request of an endpoint that returns its input, served and queued like the
+    demos: what Gradio and gradio_client cost before any model runs."""
+    import gradio as gr
+    from gradio_client import Client
+
+    from apps import common
+
+    with gr.Blocks() as echo:
+        text, out = gr.Textbox(), gr.Textbox()
+        gr.Button().click(lambda x: x, text, out, api_name="echo")
+    client = Client(common.start_local(echo), verbose=False)
+    seconds = timed(lambda i: client.predict("x", api_name="/echo"), n)
+    echo.close()
+    return seconds
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=50, help="timed requests per endpoint (default 50)")
@@ -81,6 +99,7 @@ def main(argv=None):
         rows["Generate, 200 characters"] = timed(
             lambda i: client.predict("ROMEO:\n", 200, 0.8, 0, 1.0, i, api_name="/generate"), max(5, n // 5))
     demo.close()
+    rows["Gradio floor: an echo endpoint, same queue"] = echo_floor(n)
     print(f"backend {keras.backend.backend()}, {os.cpu_count()} CPUs; p50 / p95 over the timed requests")
     print("| request | requests | p50 (ms) | p95 (ms) |\n|---|---:|---:|---:|")
     for name, seconds in rows.items():
