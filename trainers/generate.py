@@ -27,7 +27,7 @@ from models.compiled import compile_function
 from trainers import data, devices
 
 DEFAULTS = {
-    "epochs": 12, "batch_size": 64, "units": 512, "seed": 1337, "out": None, "max_examples": None,
+    "epochs": 10, "batch_size": 64, "units": 512, "seed": 1337, "out": None, "max_examples": None,
     "layers": 2, "cell": "lstm", "embedding_dim": 64, "dropout": 0.2, "sequence_length": 128,
     "learning_rate": 2e-3, "clipnorm": 1.0, "patience": 3,
 }
