@@ -38,7 +38,7 @@ def make_handlers(classifier):
         text, notice = common.clean_text(text)
         if isinstance(classifier, common.Unavailable):
             return None, common.notice_markdown(classifier.message)
-        if not classifier.vocabulary.encode(review_tokens(text)):
+        if not review_tokens(text):
             return None, common.notice_markdown(notice, "Type or paste a review (it has no words yet).")
         with lock:
             positive = float(classifier.predict([text])[0])
@@ -47,7 +47,7 @@ def make_handlers(classifier):
     def explain(text):
         """Words with their contribution scaled to [-1, 1] (positive: towards "positive")."""
         text, _ = common.clean_text(text)
-        if isinstance(classifier, common.Unavailable) or not classifier.vocabulary.encode(review_tokens(text)):
+        if isinstance(classifier, common.Unavailable) or not review_tokens(text):
             return None
         with lock:
             result = classifier.explain(text)

@@ -70,7 +70,8 @@ def build(case, rnn_impl):
     model.build()
     model.compile(keras.optimizers.Adam(1e-3), loss=loss)
     inputs = tuple(a.astype("int32") for a in x) if isinstance(x, tuple) else x.astype("int32")
-    return model, inputs, y.astype(y.dtype if y.dtype == "float32" else "int32"), 3 * forward
+    targets = y if y.dtype == "float32" else y.astype("int32")  # labels float32, token ids int32
+    return model, inputs, targets, 3 * forward
 
 
 def peak_tflops(dtype, n=8192, repeats=5):

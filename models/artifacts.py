@@ -14,7 +14,6 @@ import datetime
 import json
 import os
 import platform
-import shutil
 import tempfile
 
 import keras
@@ -162,10 +161,3 @@ def load(directory, side_files=()):
     card = read_json(card_path) if os.path.exists(card_path) else {}
     return model, sides, card
 
-
-def copy_folder(source, destination):
-    """Replace `destination` with a copy of the saved-model folder `source`."""
-    if os.path.abspath(source) != os.path.abspath(destination):
-        shutil.rmtree(destination, ignore_errors=True)
-        shutil.copytree(source, destination)
-    return destination

@@ -41,6 +41,17 @@ def positive_int(text):
     return value
 
 
+def positive_float(text):
+    """argparse type: a finite number > 0 (learning rates, clipping norms)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 def parser(prog, description, defaults, quick, notes=None):
     """A `Parser` with the shared flags.
 

@@ -52,8 +52,8 @@ def build_parser():
     flag("--embedding-dim", "character embedding size", type=cli.positive_int)
     flag("--dropout", "dropout after the embedding and each recurrent layer", type=float)
     flag("--sequence-length", "characters per training window", type=cli.positive_int)
-    flag("--learning-rate", "initial Adam learning rate, cosine-decayed to 5%%", type=float)
-    flag("--clipnorm", "gradient clipping norm", type=float)
+    flag("--learning-rate", "initial Adam learning rate, cosine-decayed to 5%%", type=cli.positive_float)
+    flag("--clipnorm", "gradient clipping norm", type=cli.positive_float)
     flag("--patience", "epochs without a better validation loss before stopping", type=cli.positive_int)
     return p
 

@@ -42,8 +42,8 @@ def build_parser():
     flag("--units", "recurrent units", type=cli.positive_int)
     flag("--batch-size", "examples per training step", type=cli.positive_int)
     flag("--seed", "seed of the data and the weights", type=int)
-    flag("--clipnorm", "global gradient norm to clip at", type=float)
-    flag("--learning-rate", "Adam learning rate", type=float)
+    flag("--clipnorm", "global gradient norm to clip at", type=cli.positive_float)
+    flag("--learning-rate", "Adam learning rate", type=cli.positive_float)
     flag("--out", "folder for the plots and results.json")
     p.add_argument("--quick", action="store_true", help="about a minute: short sequences, few steps")
     return p
@@ -96,10 +96,7 @@ def plot_clipping(result, path):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    for name, value in DEFAULTS.items():
-        if getattr(args, name) is None:
-            setattr(args, name, QUICK[name] if args.quick and name in QUICK else value)
+    args = cli.resolve(build_parser().parse_args(argv), DEFAULTS, QUICK)
     os.makedirs(args.out, exist_ok=True)
     started = time.time()
     results = {"settings": {k: getattr(args, k) for k in DEFAULTS}, "backend": keras.backend.backend(), "tasks": {}}

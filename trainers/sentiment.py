@@ -45,15 +45,16 @@ def build_parser():
     p.add_argument("--max-length", type=cli.positive_int, help="words read per review (default 400)")
     p.add_argument("--dropout", type=float, help="dropout before the output layer (default 0.5)")
     p.add_argument("--word-dropout", type=float, help="fraction of words dropped from each training review (default 0.25)")
-    p.add_argument("--learning-rate", type=float, help="initial Adam learning rate, cosine-decayed to 5%% (default 0.002)")
-    p.add_argument("--clipnorm", type=float, help="gradient clipping norm (default 1.0)")
+    p.add_argument("--learning-rate", type=cli.positive_float,
+                   help="initial Adam learning rate, cosine-decayed to 5%% (default 0.002)")
+    p.add_argument("--clipnorm", type=cli.positive_float, help="gradient clipping norm (default 1.0)")
     p.add_argument("--patience", type=cli.positive_int, help="epochs without validation improvement (default 2)")
     return p
 
 
-def batches(classifier, texts, labels, batch_size, seed, shuffle):
+def batches(vocabulary, max_length, texts, labels, batch_size, seed, shuffle):
     """`LengthBatches` of `(ids, labels)`; reviews tokenised once, truncated to `max_length`."""
-    rows = [truncate(classifier.vocabulary.encode(review_tokens(t)), classifier.max_length) for t in texts]
+    rows = [truncate(vocabulary.encode(review_tokens(t)), max_length) for t in texts]
     labels = np.asarray(labels, dtype="float32")
 
     def make_batch(indices):
@@ -155,16 +156,15 @@ def train(args):
     print(f"IMDB ({args.source}): " + ", ".join(f"{k} {v}" for k, v in sizes.items()) + " reviews")
 
     vocabulary = Vocabulary.build((review_tokens(t) for t in train_texts), args.vocab_size)
+    train_data = batches(vocabulary, args.max_length, train_texts, train_labels, args.batch_size, args.seed, True)
+    val_data = batches(vocabulary, args.max_length, val_texts, val_labels, args.batch_size, args.seed, False)
+    print(f"vocabulary {len(vocabulary)} words; {len(train_data)} training batches of {args.batch_size}; "
+          f"reviews truncated to {args.max_length} words")
+
     scope, hardware = devices.setup(args)
     with scope:  # --data-parallel (TensorFlow) builds the model inside its strategy
         model = SentimentNet(len(vocabulary), args.embedding_dim, args.units, args.cell, args.dropout, args.max_length,
                              args.word_dropout, args.rnn_impl)
-        classifier = SentimentClassifier(model, vocabulary)
-        train_data = batches(classifier, train_texts, train_labels, args.batch_size, args.seed, shuffle=True)
-        val_data = batches(classifier, val_texts, val_labels, args.batch_size, args.seed, shuffle=False)
-        print(f"vocabulary {len(vocabulary)} words; {len(train_data)} training batches of {args.batch_size}; "
-              f"reviews truncated to {args.max_length} words")
-
         # Cosine decay to 5% over the planned epochs: late epochs refine instead of memorising.
         schedule = keras.optimizers.schedules.CosineDecay(args.learning_rate, args.epochs * len(train_data), alpha=0.05)
         model.compile(keras.optimizers.Adam(schedule, clipnorm=args.clipnorm),
@@ -177,6 +177,7 @@ def train(args):
     train_seconds = time.time() - fit_start
     if os.path.exists(best_path):
         model.load_weights(best_path)
+    classifier = SentimentClassifier(model, vocabulary)
 
     result = metrics(test_labels, classifier.predict(test_texts, batch_size=128))
     print_metrics("test", result)

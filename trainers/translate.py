@@ -56,8 +56,8 @@ def build_parser():
     flag("--max-length", "longest training sentence in words; longer pairs are left out of training",
          type=cli.positive_int)
     flag("--dropout", "dropout on the embeddings and the attentional state", type=float)
-    flag("--learning-rate", "initial Adam learning rate, cosine-decayed to 5%%", type=float)
-    flag("--clipnorm", "gradient clipping norm", type=float)
+    flag("--learning-rate", "initial Adam learning rate, cosine-decayed to 5%%", type=cli.positive_float)
+    flag("--clipnorm", "gradient clipping norm", type=cli.positive_float)
     flag("--patience", "epochs without a better validation loss before stopping", type=cli.positive_int)
     flag("--beam-width", "beam width of the evaluation", type=cli.positive_int)
     p.add_argument("--length-penalty", type=float,
