@@ -46,7 +46,7 @@ def make_handler(generator):
                                                          "were skipped."]))
             if not prompt.strip():
                 notice = " ".join(filter(None, [notice, "Empty prompt: starting from a new line."]))
-            text, shown = prompt, time.perf_counter()
+            text, shown = prompt, float("-inf")  # the first character goes out at once, then every UPDATE_EVERY
             yield text, common.notice_markdown(notice)
             for character in session.stream(**settings):
                 text += character

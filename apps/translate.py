@@ -6,18 +6,16 @@ With the default model folder, the other direction (`translate-eng-spa`) is offe
 has been trained.
 """
 
+import html
+import json
 import os
 import sys
-import warnings
 
 import gradio as gr
-import matplotlib
+from gradio.components.plot import PlotData
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from apps import common  # noqa: E402
-from models.translator import Translator  # noqa: E402
+from apps import common
+from models.translator import Translator
 
 DEFAULT_MODEL = os.path.join("saved_models", "translate-spa-eng")
 DIRECTIONS = {"spa-eng": "Spanish → English", "eng-spa": "English → Spanish"}
@@ -42,19 +40,31 @@ def load(directory=DEFAULT_MODEL):
 
 
 def heatmap(translation):
-    """Attention weights as a matplotlib figure: source words across, output words down."""
+    """Attention weights (output words x source words) as a Plotly heatmap: source words across,
+    output words down, each cell's weight on hover.
+
+    The figure is a plotly.js spec that the browser draws, so the server only writes a little
+    JSON (a matplotlib image cost about 120 ms a request). Axes are positions labelled with the
+    words, so a word that occurs twice keeps two rows."""
     rows, columns = len(translation.words), len(translation.source_words)
-    figure, axes = plt.subplots(figsize=(min(1.0 + 0.55 * columns, 12), min(1.0 + 0.45 * rows, 10)), dpi=80)
-    axes.imshow(translation.attention, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
-    axes.set_xticks(range(columns), translation.source_words, rotation=60, ha="right")
-    axes.set_yticks(range(rows), translation.words)
-    axes.set_xlabel("source")
-    axes.set_ylabel("translation")
-    with warnings.catch_warnings():  # scripts the font lacks (CJK, emoji) show as boxes, not as warnings
-        warnings.simplefilter("ignore", UserWarning)
-        figure.tight_layout()
-    plt.close(figure)  # Gradio renders the figure object; keep pyplot's registry empty
-    return figure
+    target = [html.escape(w) for w in translation.words]  # plotly labels read a few HTML tags
+    source = [html.escape(w) for w in translation.source_words]
+    weights = [[round(float(w), 3) for w in row] for row in translation.attention]
+    hover = [[f"{target[i]} ← {source[j]}: {weights[i][j]:.2f}" for j in range(columns)] for i in range(rows)]
+    axis = {"tickmode": "array", "showgrid": False, "zeroline": False}
+    figure = {
+        "data": [{"type": "heatmap", "z": weights, "text": hover, "hoverinfo": "text", "zmin": 0.0, "zmax": 1.0,
+                  "colorscale": "Viridis", "colorbar": {"title": {"text": "weight"}, "thickness": 12}}],
+        "layout": {
+            "xaxis": {**axis, "title": {"text": "source"}, "tickvals": list(range(columns)), "ticktext": source,
+                      "tickangle": -45},
+            "yaxis": {**axis, "title": {"text": "translation"}, "tickvals": list(range(rows)), "ticktext": target,
+                      "autorange": "reversed"},
+            "height": min(160 + 28 * rows, 720), "margin": {"l": 90, "r": 20, "t": 40, "b": 90},
+        },
+        "config": {"displayModeBar": False},
+    }
+    return PlotData(type="plotly", plot=json.dumps(figure))
 
 
 def make_handler(models):

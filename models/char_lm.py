@@ -191,8 +191,8 @@ class Session:
         vocabulary, step = self.generator.vocabulary, self.generator.compiled_step
         for _ in range(length):
             token = sample(self.logits, self.rng, temperature, top_k, top_p)
-            logits, *self.states = step(np.asarray([token], "int32"), *self.states)
-            self.logits = logits[0]
+            logits, *self.states = step(np.asarray([token], "int32"), *self.states)  # states stay tensors
+            self.logits = ops.convert_to_numpy(logits)[0]
             yield vocabulary.chars[token]
 
     def generate(self, length, temperature=1.0, top_k=None, top_p=None):
@@ -226,7 +226,7 @@ class CharGenerator:
     def __init__(self, model, vocabulary, card=None):
         self.model, self.vocabulary, self.card = model, vocabulary, card or {}
         variables = model.weights
-        self.compiled_step = compile_function(model.step, variables)
+        self.compiled_step = compile_function(model.step, variables, to_numpy=False)
         self.compiled_prime = compile_function(self._prime, variables)
 
     @classmethod
@@ -260,7 +260,7 @@ class CharGenerator:
             padded[0, : len(ids) - 1], mask[0, : len(ids) - 1] = ids[:-1], True
             states = list(self.compiled_prime(padded, mask))
         logits, *states = self.compiled_step(ids[-1:], *states)  # the last one gives the next logits
-        return Session(self, logits[0], states, seed, unknown)
+        return Session(self, ops.convert_to_numpy(logits)[0], states, seed, unknown)
 
     def stream(self, prompt="", length=500, temperature=1.0, top_k=None, top_p=None, seed=None):
         """Yield generated characters one by one after `prompt`."""

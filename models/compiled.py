@@ -14,21 +14,25 @@ step. `compile_function` is the small piece in between:
   the function takes gradients itself (`differentiates=True`, e.g. the gradient-flow lab).
 
 The function must use `keras.ops` and the model's layers only, take tensors and return a tensor
-or a tuple/list of tensors; results come back as NumPy arrays.
+or a tuple/list of tensors; results come back as NumPy arrays, or as the backend's tensors with
+`to_numpy=False` (a loop that feeds a state back in then leaves it where it is: at batch 1 the
+copies to and from NumPy cost as much as the step itself).
 """
 
 import keras
 import numpy as np
 
 
-def compile_function(fn, variables, differentiates=False):
+def compile_function(fn, variables, differentiates=False, to_numpy=True):
     """A compiled version of `fn(*tensors)` that reads `variables` (a list of Keras variables);
     `differentiates=True` when `fn` computes gradients inside (`layers.value_and_grad`).
 
     Returns a callable taking NumPy arrays or tensors and returning the same structure as `fn` with
-    NumPy arrays in place of tensors. Each new input shape compiles once (JAX, TensorFlow).
+    NumPy arrays in place of tensors (`to_numpy=False`: the backend's tensors). Each new input
+    shape compiles once (JAX, TensorFlow).
     """
     backend = keras.backend.backend()
+    out = _to_numpy if to_numpy else (lambda result: result)
     if backend == "jax":
         import jax
 
@@ -39,21 +43,21 @@ def compile_function(fn, variables, differentiates=False):
                 return fn(*args)
 
         jitted = jax.jit(stateless)
-        return lambda *args: _to_numpy(jitted([v.value for v in variables], *args))
+        return lambda *args: out(jitted([v.value for v in variables], *args))
     if backend == "tensorflow":
         import tensorflow as tf
 
         traced = tf.function(fn, reduce_retracing=True)
-        return lambda *args: _to_numpy(traced(*args))
+        return lambda *args: out(traced(*args))
     if backend == "torch":
         import torch
 
         def eager(*args):
             with torch.enable_grad() if differentiates else torch.no_grad():
-                return _to_numpy(fn(*[keras.ops.convert_to_tensor(a) for a in args]))
+                return out(fn(*[keras.ops.convert_to_tensor(a) for a in args]))
 
         return eager
-    return lambda *args: _to_numpy(fn(*args))  # any other backend: eager
+    return lambda *args: out(fn(*args))  # any other backend: eager
 
 
 def _to_numpy(result):

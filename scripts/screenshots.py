@@ -41,7 +41,8 @@ def main(argv=None):
         page.get_by_role("tab", name="Translate").click()
         page.get_by_label("Text", exact=True).fill("¿Dónde está la estación de tren más cercana?")
         page.get_by_role("button", name="Translate", exact=True).click()
-        page.locator("img[src*='data:image'], img[src*='/file']").first.wait_for()
+        page.locator(".js-plotly-plot g.hm image").first.wait_for()
+        page.wait_for_timeout(500)
         shot(page, args.out, "translate")
 
         page.get_by_role("tab", name="Sentiment").click()

@@ -7,6 +7,7 @@ check the app, not translation quality.
 """
 
 import concurrent.futures
+import json
 import os
 import shutil
 
@@ -78,7 +79,12 @@ def client(server):
 
 def test_translate_endpoint_returns_text_and_a_heatmap(client):
     text, plot, notice = client.predict("¿Dónde está la estación?", "spa-eng", "greedy", 1, api_name="/translate")
-    assert isinstance(text, str) and plot is not None and notice == ""
+    assert isinstance(text, str) and notice == ""
+    figure = json.loads(plot["plot"])  # a plotly.js spec: output words down, source words across
+    weights = figure["data"][0]["z"]
+    assert len(weights) == len(figure["layout"]["yaxis"]["ticktext"]) >= 1
+    assert all(len(row) == len(figure["layout"]["xaxis"]["ticktext"]) for row in weights)
+    assert all(abs(sum(row) - 1.0) < 0.02 for row in weights)  # each output word's weights sum to 1
     beam_text, _, _ = client.predict("¿Dónde está la estación?", "spa-eng", "beam search", 3, api_name="/translate")
     assert isinstance(beam_text, str)
 
@@ -189,9 +195,10 @@ def test_browser_translate_tab_shows_translation_and_heatmap(page):
     page.get_by_role("tab", name="Translate").click()
     page.get_by_label("Text", exact=True).fill("¿Dónde está la estación de tren?")
     page.get_by_role("button", name="Translate", exact=True).click()
-    page.locator(".js-plotly-plot, img[src*='data:image'], img[src*='/file'], canvas").first.wait_for()
-    plot = page.locator("img[src*='data:image'], img[src*='/file']").first
-    assert plot.evaluate("img => img.naturalWidth") > 0  # the heatmap image really rendered
+    heatmap = page.locator(".js-plotly-plot g.hm image").first  # plotly draws a heatmap as an image in its SVG
+    heatmap.wait_for()
+    assert heatmap.evaluate("image => image.getBBox().width * image.getBBox().height") > 0
+    assert "estación" in [t.strip() for t in page.locator(".js-plotly-plot .xtick").all_text_contents()]
     assert page.get_by_label("Translation").input_value() != ""
     screenshot(page, "translate")
 

@@ -109,3 +109,40 @@ def test_save_load_under_another_backend_gives_same_probabilities(trained, tmp_p
     )
     stdout = run_on_other_backend(script)
     np.testing.assert_allclose(np.asarray(eval(stdout.strip().splitlines()[-1])), expected, atol=1e-5)
+
+
+# --- validation by film --------------------------------------------------------------------------
+
+def test_validation_holds_out_whole_films():
+    from trainers import data
+
+    films = [f"tt{i % 40}" for i in range(400)]  # 40 films, 10 reviews each
+    texts, labels = [f"review {i}" for i in range(400)], np.arange(400) % 2
+    (train, _), (held, held_labels) = data.holdout(texts, labels, 0.1, seed=3, groups=films)
+    film_of = dict(zip(texts, films))
+    assert not {film_of[t] for t in train} & {film_of[t] for t in held}
+    assert len(held) == 40 and len(train) == 360 and len(held_labels) == 40  # 4 of the 40 films
+    again = data.holdout(texts, labels, 0.1, seed=3, groups=films)
+    assert again[1][0] == held  # seeded
+
+
+def test_vocabulary_can_drop_words_of_a_single_film():
+    from trainers.sentiment import build_vocabulary
+
+    reviews = [["great", "gandalf"], ["great", "gandalf"], ["great", "boring"], ["boring"]]
+    films = ["tt1", "tt1", "tt2", "tt3"]
+    assert "gandalf" in build_vocabulary(reviews, films, 100, min_films=1).index
+    vocabulary = build_vocabulary(reviews, films, 100, min_films=2)
+    assert "gandalf" not in vocabulary.index and {"great", "boring"} <= set(vocabulary.index)
+
+
+def test_imdb_train_and_test_films_are_all_but_disjoint():
+    """The property that makes validation by film the honest choice (real archive: 3,456 training
+    and 3,581 test films; one film, tt0406816, has reviews on both sides)."""
+    from trainers import data
+
+    corpus = data.load_imdb("keras")
+    train_films, test_films = corpus["films"]["train"], corpus["films"]["test"]
+    assert len(train_films) == len(corpus["train"][0]) == 25000 and len(test_films) == 25000
+    assert all(f.startswith("tt") and f[2:].isdigit() for f in train_films[:100] + test_films[-100:])
+    assert len(set(train_films) & set(test_films)) <= 1

@@ -150,23 +150,30 @@ def load_imdb(source="keras"):
 
     Returns:
         dict with `"train"` and `"test"`: `(texts, labels)` (labels 1 positive, 0 negative, in a
-        fixed order: negatives then positives, files sorted by name), and `"info"` for the card.
+        fixed order: negatives then positives, files sorted by name), `"films"` (keras source
+        only: `{"train": [...], "test": [...]}`, the IMDB title id of each review's film, from the
+        archive's urls_*.txt) and `"info"` for the card.
     """
     if source == "tfds":
         return _load_imdb_tfds()
     root = corpus_file("imdb")
-    splits = {}
+    splits, films = {}, {}
     for split in ("train", "test"):
-        texts, labels = [], []
+        texts, labels, titles = [], [], []
         for label, folder in ((0, "neg"), (1, "pos")):
+            # urls_<folder>.txt: line i is the IMDB page of the film that review i (file i_<stars>.txt) is about
+            with open(os.path.join(root, split, f"urls_{folder}.txt"), encoding="utf-8") as handle:
+                urls = handle.read().split()
             directory = os.path.join(root, split, folder)
             for name in sorted(os.listdir(directory)):
                 with open(os.path.join(directory, name), encoding="utf-8") as handle:
                     texts.append(handle.read())
                 labels.append(label)
+                titles.append(urls[int(name.split("_")[0])].split("/title/")[-1].split("/")[0])
         splits[split] = (texts, np.asarray(labels, dtype="int32"))
+        films[split] = titles
     info = {"source": "keras", "origin": CORPORA["imdb"].origin, "file": CORPORA["imdb"].fname}
-    return {**splits, "info": info}
+    return {**splits, "films": films, "info": info}
 
 
 def _load_imdb_tfds():
@@ -223,15 +230,20 @@ def subset(texts, labels, size, seed):
     return [texts[i] for i in keep], np.asarray(labels)[keep]
 
 
-def holdout(texts, labels, fraction, seed):
-    """Split off a seeded random `fraction` (validation) from training examples.
+def holdout(texts, labels, fraction, seed, groups=None):
+    """Split off a seeded random `fraction` (validation) from training examples. With `groups`
+    (a key per example, such as the film a review is about), a `fraction` of the groups is held
+    out whole, so no group is on both sides.
 
     Returns:
         `((train_texts, train_labels), (held_texts, held_labels))`.
     """
-    order = np.random.default_rng(seed).permutation(len(texts))
-    cut = int(round(fraction * len(texts)))
-    held, kept = np.sort(order[:cut]), np.sort(order[cut:])
+    if groups is None:
+        order = np.random.default_rng(seed).permutation(len(texts))
+        cut = int(round(fraction * len(texts)))
+        held, kept = np.sort(order[:cut]), np.sort(order[cut:])
+    else:
+        kept, held = split_by_key(range(len(texts)), lambda i: groups[i], [fraction], seed)
     labels = np.asarray(labels)
     return ([texts[i] for i in kept], labels[kept]), ([texts[i] for i in held], labels[held])
 

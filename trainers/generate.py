@@ -27,9 +27,9 @@ from models.compiled import compile_function
 from trainers import data, devices
 
 DEFAULTS = {
-    "epochs": 10, "batch_size": 64, "units": 512, "seed": 1337, "out": None, "max_examples": None,
-    "layers": 2, "cell": "lstm", "embedding_dim": 64, "dropout": 0.2, "sequence_length": 128,
-    "learning_rate": 2e-3, "clipnorm": 1.0, "patience": 3,
+    "epochs": 10, "batch_size": 32, "units": 512, "seed": 1337, "out": None, "max_examples": None,
+    "layers": 2, "cell": "lstm", "embedding_dim": 64, "dropout": 0.2, "sequence_length": 100,
+    "learning_rate": 3e-3, "clipnorm": 1.0, "patience": 3,
 }
 QUICK = {"epochs": 2, "max_examples": 100_000, "units": 64, "layers": 1, "embedding_dim": 16,
          "sequence_length": 64, "batch_size": 32}

@@ -6,12 +6,13 @@
     python -m trainers.sentiment --evaluate --model saved_models/sentiment-imdb --test-file my.tsv
 
 The Large Movie Review Dataset (Maas et al., 2011): 25,000 training and 25,000 test reviews. A seeded
-10% of the training reviews is held out for validation (early stopping); the test reviews are only
-used once, at the end. `--test-file` takes `label<TAB>review` lines, label 1 positive and 0 negative.
+10% of the training films is held out whole for validation (early stopping; the test films are
+disjoint from the training films too); the test reviews are only used once, at the end. `--test-file` takes `label<TAB>review` lines, label 1 positive and 0 negative.
 """
 
 from trainers import cli  # noqa: I001 - sets the environment before TensorFlow/Keras load
 
+import collections
 import os
 import time
 
@@ -26,7 +27,7 @@ from trainers.batching import LengthBatches, pad
 DEFAULTS = {
     "epochs": 8, "batch_size": 32, "units": 64, "seed": 1337, "out": None, "max_examples": None,
     "embedding_dim": 128, "cell": "lstm", "vocab_size": 20000, "max_length": 400, "dropout": 0.5,
-    "word_dropout": 0.25,
+    "word_dropout": 0.25, "min_films": 1,
     "learning_rate": 2e-3, "clipnorm": 1.0, "patience": 2,
 }
 QUICK = {"epochs": 2, "max_examples": 2000, "units": 16, "embedding_dim": 32, "vocab_size": 5000, "max_length": 200}
@@ -42,6 +43,8 @@ def build_parser():
     p.add_argument("--cell", choices=["lstm", "gru"], help="recurrent cell (default lstm)")
     p.add_argument("--embedding-dim", type=cli.positive_int, help="embedding size (default 128)")
     p.add_argument("--vocab-size", type=cli.positive_int, help="most frequent training words kept (default 20000)")
+    p.add_argument("--min-films", type=cli.positive_int,
+                   help="keep only words used in reviews of at least this many films (keras source; default 1: all)")
     p.add_argument("--max-length", type=cli.positive_int, help="words read per review (default 400)")
     p.add_argument("--dropout", type=float, help="dropout before the output layer (default 0.5)")
     p.add_argument("--word-dropout", type=float, help="fraction of words dropped from each training review (default 0.25)")
@@ -50,6 +53,19 @@ def build_parser():
     p.add_argument("--clipnorm", type=cli.positive_float, help="gradient clipping norm (default 1.0)")
     p.add_argument("--patience", type=cli.positive_int, help="epochs without validation improvement (default 2)")
     return p
+
+
+def build_vocabulary(token_lists, films, max_size, min_films):
+    """The `max_size` most frequent words of the training reviews, among the words used in reviews
+    of at least `min_films` different films when `films` (one per review) is known: a name that
+    only one film's reviews use says which film it is, not whether the review liked it."""
+    if films is None or min_films <= 1:
+        return Vocabulary.build(token_lists, max_size)
+    words_of_film = collections.defaultdict(set)
+    for tokens, film in zip(token_lists, films):
+        words_of_film[film].update(tokens)
+    film_counts = collections.Counter(word for words in words_of_film.values() for word in words)
+    return Vocabulary.build(([t for t in tokens if film_counts[t] >= min_films] for tokens in token_lists), max_size)
 
 
 def batches(vocabulary, max_length, texts, labels, batch_size, seed, shuffle):
@@ -147,15 +163,25 @@ def train(args):
     corpus = data.load_imdb(args.source)
     train_texts, train_labels = corpus["train"]
     test_texts, test_labels = corpus["test"]
+    # The film of each training review (keras source): the official test films are disjoint
+    # from the training films, so validation holds out whole films too, and early stopping sees
+    # the situation of the test. TFDS's copy has no film ids; it falls back to random reviews.
+    films = corpus.get("films", {}).get("train")
+    train_rows = list(range(len(train_texts)))
     if args.max_examples:
-        train_texts, train_labels = data.subset(train_texts, train_labels, args.max_examples, args.seed)
+        train_rows, train_labels = data.subset(train_rows, train_labels, args.max_examples, args.seed)
         test_texts, test_labels = data.subset(test_texts, test_labels, args.max_examples, args.seed + 1)
-    (train_texts, train_labels), (val_texts, val_labels) = data.holdout(
-        train_texts, train_labels, VALIDATION_FRACTION, args.seed)
+    row_films = [films[i] for i in train_rows] if films else None
+    (train_rows, train_labels), (val_rows, val_labels) = data.holdout(
+        train_rows, train_labels, VALIDATION_FRACTION, args.seed, groups=row_films)
+    val_texts = [train_texts[i] for i in val_rows]
+    train_films = [films[i] for i in train_rows] if films else None
+    train_texts = [train_texts[i] for i in train_rows]
     sizes = {"train": len(train_texts), "validation": len(val_texts), "test": len(test_texts)}
-    print(f"IMDB ({args.source}): " + ", ".join(f"{k} {v}" for k, v in sizes.items()) + " reviews")
+    print(f"IMDB ({args.source}): " + ", ".join(f"{k} {v}" for k, v in sizes.items()) + " reviews"
+          + (f"; validation holds out {len(set(films[i] for i in val_rows))} whole films" if films else ""))
 
-    vocabulary = Vocabulary.build((review_tokens(t) for t in train_texts), args.vocab_size)
+    vocabulary = build_vocabulary([review_tokens(t) for t in train_texts], train_films, args.vocab_size, args.min_films)
     train_data = batches(vocabulary, args.max_length, train_texts, train_labels, args.batch_size, args.seed, True)
     val_data = batches(vocabulary, args.max_length, val_texts, val_labels, args.batch_size, args.seed, False)
     print(f"vocabulary {len(vocabulary)} words; {len(train_data)} training batches of {args.batch_size}; "
@@ -186,7 +212,9 @@ def train(args):
         "task": "sentiment classification (positive / negative movie reviews)",
         "model": f"SentimentNet: embedding + bidirectional {args.cell.upper()} (ours) + masked mean/max pooling",
         "corpus": {"name": "IMDB Large Movie Review Dataset (Maas et al., 2011)", **corpus["info"]},
-        "split": {"official": "25,000 train / 25,000 test", "validation_from": f"seeded {VALIDATION_FRACTION:.0%} of train",
+        "split": {"official": "25,000 train / 25,000 test",
+                  "validation_from": f"seeded {VALIDATION_FRACTION:.0%} of the training "
+                                     + ("films (whole films held out)" if films else "reviews"),
                   "seed": args.seed, **sizes},
         "vocabulary": len(vocabulary),
         "settings": settings,
