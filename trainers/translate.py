@@ -27,7 +27,7 @@ from trainers.batching import LengthBatches, pad
 
 # Defaults, sized by measurement on a 2-core CPU with KERAS_BACKEND=jax (reasoning below).
 DEFAULTS = dict(
-    epochs=10, batch_size=64, units=256, seed=42, out=None, max_examples=None,
+    epochs=8, batch_size=64, units=256, seed=42, out=None, max_examples=None,
     embedding_dim=128, source_vocab=16000, target_vocab=8000, min_count=2, max_length=20, dropout=0.2,
     learning_rate=2e-3, clipnorm=1.0, patience=2, beam_width=5,
 )
