@@ -7,7 +7,9 @@
 
 The Large Movie Review Dataset (Maas et al., 2011): 25,000 training and 25,000 test reviews. A seeded
 10% of the training films is held out whole for validation (early stopping; the test films are
-disjoint from the training films too); the test reviews are only used once, at the end. `--test-file` takes `label<TAB>review` lines, label 1 positive and 0 negative.
+disjoint from the training films too; TFDS's copy has no film ids, so there 10% of the reviews);
+the test reviews are only used once, at the end. `--test-file` takes `label<TAB>review` lines,
+label 1 positive and 0 negative.
 """
 
 from trainers import cli  # noqa: I001 - sets the environment before TensorFlow/Keras load
@@ -44,7 +46,8 @@ def build_parser():
     p.add_argument("--embedding-dim", type=cli.positive_int, help="embedding size (default 128)")
     p.add_argument("--vocab-size", type=cli.positive_int, help="most frequent training words kept (default 20000)")
     p.add_argument("--min-films", type=cli.positive_int,
-                   help="keep only words used in reviews of at least this many films (keras source; default 1: all)")
+                   help="keep only words used in reviews of at least this many films "
+                        "(--source keras only; default 1: all words)")
     p.add_argument("--max-length", type=cli.positive_int, help="words read per review (default 400)")
     p.add_argument("--dropout", type=float, help="dropout before the output layer (default 0.5)")
     p.add_argument("--word-dropout", type=float, help="fraction of words dropped from each training review (default 0.25)")
@@ -234,6 +237,8 @@ def main(argv=None):
     cli.default_out(args, "sentiment-imdb")
     if args.evaluate:
         return evaluate(args)
+    if args.min_films > 1 and args.source == "tfds":
+        raise cli.UsageError("--min-films needs the film of each review, which only --source keras has")
     for flag in ("dropout", "word_dropout"):
         if not 0.0 <= getattr(args, flag) < 1.0:
             raise cli.UsageError(f"--{flag.replace('_', '-')} must be in [0, 1), got {getattr(args, flag)}")
