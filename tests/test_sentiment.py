@@ -146,3 +146,70 @@ def test_imdb_train_and_test_films_are_all_but_disjoint():
     assert len(train_films) == len(corpus["train"][0]) == 25000 and len(test_films) == 25000
     assert all(f.startswith("tt") and f[2:].isdigit() for f in train_films[:100] + test_films[-100:])
     assert len(set(train_films) & set(test_films)) <= 1
+
+
+# --- word vectors from unlabelled text ------------------------------------------------------------
+
+def test_cooccurrences_stay_inside_a_review_and_weigh_by_distance():
+    from trainers import word_vectors
+
+    counts = word_vectors.cooccurrences([[2, 3, 4], [5, 6]], vocab_size=7, window=2).toarray()
+    np.testing.assert_allclose(counts, counts.T)
+    assert counts[2, 3] == 1.0 and counts[2, 4] == 0.5  # neighbours, then two apart
+    assert counts[4, 5] == 0.0  # the end of one review is not next to the start of the next
+    assert counts[0].sum() == counts[1].sum() == 0.0  # padding and unknown are skipped
+
+
+def test_word_vectors_put_words_of_like_contexts_together():
+    """Synthetic corpus: 'great' and 'superb' share their contexts, 'awful' has others."""
+    from trainers import word_vectors
+
+    rng = np.random.default_rng(0)
+    reviews = []
+    for _ in range(400):
+        praise = rng.random() < 0.5
+        if praise:
+            reviews.append(["loved", "this", rng.choice(["great", "superb"]), "wonderful", "story"])
+        else:
+            reviews.append(["hated", "this", "awful", "dull", "story"])
+    vocabulary = Vocabulary.build(reviews)
+    rows = [vocabulary.encode(review) for review in reviews]
+    vectors = word_vectors.ppmi_svd_vectors(rows, len(vocabulary), dim=4, window=2)
+    assert vectors.shape == (len(vocabulary), 4) and vectors.dtype == np.float32
+    assert word_vectors.nearest(vectors, vocabulary, "great", count=1) == ["superb"]
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    index = vocabulary.index
+    assert unit[index["great"]] @ unit[index["superb"]] > unit[index["great"]] @ unit[index["awful"]] + 0.2
+
+
+def test_trainer_runs_end_to_end_on_a_slice_of_imdb(tmp_path, capsys, monkeypatch):
+    """`python -m trainers.sentiment` on 300 real reviews (word vectors from 300 unlabelled ones),
+    then `--evaluate` on a label<TAB>review file: the wiring, not the quality."""
+    import json
+
+    from trainers import sentiment as trainer
+
+    monkeypatch.chdir(tmp_path)  # the trainer's checkpoints/ folder
+
+    out = tmp_path / "sentiment"
+    assert trainer.main(["--max-examples", "300", "--epochs", "1", "--units", "4", "--embedding-dim", "8",
+                         "--vocab-size", "500", "--max-length", "60", "--out", str(out)]) == 0
+    card = json.loads((out / "card.json").read_text())
+    assert 100 < card["vocabulary"] <= 500 and card["split"]["validation"] > 0 and card["test"]["examples"] == 300
+    assert card["embedding_init"]["reviews"] == "training split + unlabelled"
+    assert card["settings"]["freeze_embedding"] is False
+    reviews = tmp_path / "reviews.tsv"
+    reviews.write_text("1\tA wonderful, moving film.\n0\tDull and far too long.<br />Avoid.\n", encoding="utf-8")
+    capsys.readouterr()
+    assert trainer.main(["--evaluate", "--model", str(out), "--test-file", str(reviews)]) == 0
+    assert "reviews.tsv (2 reviews): accuracy" in capsys.readouterr().out
+
+
+def test_bad_flag_combinations_are_one_line_usage_errors():
+    from trainers import cli
+    from trainers import sentiment as trainer
+
+    with pytest.raises(cli.UsageError, match="only --source keras"):
+        trainer.main(["--source", "tfds", "--min-films", "3"])
+    with pytest.raises(cli.UsageError, match="needs --embedding-init ppmi"):
+        trainer.main(["--embedding-init", "random", "--freeze-embedding"])

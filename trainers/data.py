@@ -140,13 +140,15 @@ CORPORA["imdb"] = Corpus(
 IMDB_TFDS_URL = "http://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 
 
-def load_imdb(source="keras"):
+def load_imdb(source="keras", unlabelled=False):
     """The Large Movie Review Dataset: official train and test splits of labelled reviews.
 
     Args:
         source: `"keras"` reads the extracted archive from the Keras cache (downloading it if
             needed); `"tfds"` reads TensorFlow Datasets' `imdb_reviews`, prepared offline from the
             same archive when it is not prepared yet.
+        unlabelled: also read the 50,000 unlabelled reviews (`train/unsup`, TFDS' `unsupervised`
+            split) into `"unlabelled"`, a list of texts.
 
     Returns:
         dict with `"train"` and `"test"`: `(texts, labels)` (labels 1 positive, 0 negative, in a
@@ -155,7 +157,7 @@ def load_imdb(source="keras"):
         archive's urls_*.txt) and `"info"` for the card.
     """
     if source == "tfds":
-        return _load_imdb_tfds()
+        return _load_imdb_tfds(unlabelled)
     root = corpus_file("imdb")
     splits, films = {}, {}
     for split in ("train", "test"):
@@ -164,29 +166,40 @@ def load_imdb(source="keras"):
             # urls_<folder>.txt: line i is the IMDB page of the film that review i (file i_<stars>.txt) is about
             with open(os.path.join(root, split, f"urls_{folder}.txt"), encoding="utf-8") as handle:
                 urls = handle.read().split()
-            directory = os.path.join(root, split, folder)
-            for name in sorted(os.listdir(directory)):
-                with open(os.path.join(directory, name), encoding="utf-8") as handle:
-                    texts.append(handle.read())
-                labels.append(label)
-                titles.append(urls[int(name.split("_")[0])].split("/title/")[-1].split("/")[0])
+            names = sorted(os.listdir(os.path.join(root, split, folder)))
+            texts += _read_texts(os.path.join(root, split, folder), names)
+            labels += [label] * len(names)
+            titles += [urls[int(name.split("_")[0])].split("/title/")[-1].split("/")[0] for name in names]
         splits[split] = (texts, np.asarray(labels, dtype="int32"))
         films[split] = titles
+    if unlabelled:
+        unsup = os.path.join(root, "train", "unsup")
+        splits["unlabelled"] = _read_texts(unsup, sorted(os.listdir(unsup)))
     info = {"source": "keras", "origin": CORPORA["imdb"].origin, "file": CORPORA["imdb"].fname}
     return {**splits, "films": films, "info": info}
 
 
-def _load_imdb_tfds():
+def _read_texts(directory, names):
+    texts = []
+    for name in names:
+        with open(os.path.join(directory, name), encoding="utf-8") as handle:
+            texts.append(handle.read())
+    return texts
+
+
+def _load_imdb_tfds(unlabelled=False):
     """`imdb_reviews` from TFDS, prepared offline from the Keras cache when needed. The shared
     copy of the archive is a repack (see SOURCES.md), so TFDS is told its checksum."""
     import tensorflow_datasets as tfds
 
     builder = tfds_builder("imdb_reviews", "imdb", CORPORA["imdb"].fname, replace_checksum_of=IMDB_TFDS_URL)
     splits = {}
-    for split in ("train", "test"):
+    for split in ("train", "test") + (("unsupervised",) if unlabelled else ()):
         batch = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
         texts = [t.decode("utf-8") for t in batch["text"]]
         splits[split] = (texts, np.asarray(batch["label"], dtype="int32"))
+    if unlabelled:
+        splits["unlabelled"] = splits.pop("unsupervised")[0]
     return {**splits, "info": {"source": "tfds imdb_reviews", "data_dir": builder.data_dir, "origin": IMDB_TFDS_URL}}
 
 
