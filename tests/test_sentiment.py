@@ -197,7 +197,7 @@ def test_trainer_runs_end_to_end_on_a_slice_of_imdb(tmp_path, capsys, monkeypatc
     card = json.loads((out / "card.json").read_text())
     assert 100 < card["vocabulary"] <= 500 and card["split"]["validation"] > 0 and card["test"]["examples"] == 300
     assert card["embedding_init"]["reviews"] == "training split + unlabelled"
-    assert card["settings"]["freeze_embedding"] is False
+    assert card["settings"]["freeze_embedding"] is False and "used" in card["weight_average"]
     reviews = tmp_path / "reviews.tsv"
     reviews.write_text("1\tA wonderful, moving film.\n0\tDull and far too long.<br />Avoid.\n", encoding="utf-8")
     capsys.readouterr()
@@ -213,3 +213,26 @@ def test_bad_flag_combinations_are_one_line_usage_errors():
         trainer.main(["--source", "tfds", "--min-films", "3"])
     with pytest.raises(cli.UsageError, match="needs --embedding-init ppmi"):
         trainer.main(["--embedding-init", "random", "--freeze-embedding"])
+
+
+def test_tail_weight_average_is_the_mean_of_the_last_steps():
+    from trainers.averaging import TailWeightAverage
+
+    class Recorder(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.seen.append([ops.convert_to_numpy(v) for v in self.model.trainable_weights])
+
+    x = np.random.default_rng(0).normal(size=(64, 3)).astype("float32")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.Adam(0.1), loss="mse")
+    recorder, averager = Recorder(), TailWeightAverage(total_steps=8, fraction=0.5, every=2)
+    assert averager.averaged() is None
+    model.fit(x, x[:, :1], batch_size=8, epochs=1, verbose=0, callbacks=[recorder, averager])
+    expected = [np.mean([recorder.seen[i][k] for i in (5, 7)], axis=0) for k in range(2)]  # steps 6 and 8
+    assert averager.count == 2
+    for got, want in zip(averager.averaged(), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
