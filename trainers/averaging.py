@@ -14,7 +14,8 @@ class TailWeightAverage(keras.callbacks.Callback):
     """Running mean of the trainable weights over the last `fraction` of `total_steps`, sampled
     every `every` steps. After `fit`, `averaged()` gives the mean (a list of arrays in
     `model.trainable_weights` order) or `None` if no step was sampled (a run that stopped early).
-    A resumed run averages only the steps it ran itself.
+    Steps are the optimizer's iteration count, which `BackupAndRestore` brings back, so a resumed
+    run samples at the right steps (but averages only those it ran itself).
 
     Args:
         total_steps: the planned training steps (epochs x batches per epoch).
@@ -26,13 +27,12 @@ class TailWeightAverage(keras.callbacks.Callback):
         super().__init__()
         self.start = int(round(total_steps * (1.0 - fraction)))
         self.every = every
-        self.step = 0
         self.total = None
         self.count = 0
 
     def on_train_batch_end(self, batch, logs=None):
-        self.step += 1
-        if self.step <= self.start or (self.step - self.start) % self.every:
+        step = int(ops.convert_to_numpy(self.model.optimizer.iterations))  # steps done, this one included
+        if step <= self.start or (step - self.start) % self.every:
             return
         weights = [ops.convert_to_numpy(v) for v in self.model.trainable_weights]
         self.total = weights if self.total is None else [t + w for t, w in zip(self.total, weights)]

@@ -140,7 +140,7 @@ CORPORA["imdb"] = Corpus(
 IMDB_TFDS_URL = "http://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 
 
-def load_imdb(source="keras", unlabelled=False):
+def load_imdb(source="keras", unlabelled=False, max_unlabelled=None):
     """The Large Movie Review Dataset: official train and test splits of labelled reviews.
 
     Args:
@@ -148,7 +148,8 @@ def load_imdb(source="keras", unlabelled=False):
             needed); `"tfds"` reads TensorFlow Datasets' `imdb_reviews`, prepared offline from the
             same archive when it is not prepared yet.
         unlabelled: also read the 50,000 unlabelled reviews (`train/unsup`, TFDS' `unsupervised`
-            split) into `"unlabelled"`, a list of texts.
+            split) into `"unlabelled"`, a list of texts; the first `max_unlabelled` of them when
+            given (in file-name order; TFDS' order for tfds).
 
     Returns:
         dict with `"train"` and `"test"`: `(texts, labels)` (labels 1 positive, 0 negative, in a
@@ -157,7 +158,7 @@ def load_imdb(source="keras", unlabelled=False):
         archive's urls_*.txt) and `"info"` for the card.
     """
     if source == "tfds":
-        return _load_imdb_tfds(unlabelled)
+        return _load_imdb_tfds(unlabelled, max_unlabelled)
     root = corpus_file("imdb")
     splits, films = {}, {}
     for split in ("train", "test"):
@@ -174,7 +175,7 @@ def load_imdb(source="keras", unlabelled=False):
         films[split] = titles
     if unlabelled:
         unsup = os.path.join(root, "train", "unsup")
-        splits["unlabelled"] = _read_texts(unsup, sorted(os.listdir(unsup)))
+        splits["unlabelled"] = _read_texts(unsup, sorted(os.listdir(unsup))[:max_unlabelled])
     info = {"source": "keras", "origin": CORPORA["imdb"].origin, "file": CORPORA["imdb"].fname}
     return {**splits, "films": films, "info": info}
 
@@ -187,19 +188,22 @@ def _read_texts(directory, names):
     return texts
 
 
-def _load_imdb_tfds(unlabelled=False):
+def _load_imdb_tfds(unlabelled=False, max_unlabelled=None):
     """`imdb_reviews` from TFDS, prepared offline from the Keras cache when needed. The shared
     copy of the archive is a repack (see SOURCES.md), so TFDS is told its checksum."""
     import tensorflow_datasets as tfds
 
     builder = tfds_builder("imdb_reviews", "imdb", CORPORA["imdb"].fname, replace_checksum_of=IMDB_TFDS_URL)
     splits = {}
-    for split in ("train", "test") + (("unsupervised",) if unlabelled else ()):
+    wanted = {"train": "train", "test": "test"}
+    if unlabelled:
+        wanted["unlabelled"] = "unsupervised" + (f"[:{max_unlabelled}]" if max_unlabelled else "")
+    for name, split in wanted.items():
         batch = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
         texts = [t.decode("utf-8") for t in batch["text"]]
-        splits[split] = (texts, np.asarray(batch["label"], dtype="int32"))
+        splits[name] = (texts, np.asarray(batch["label"], dtype="int32"))
     if unlabelled:
-        splits["unlabelled"] = splits.pop("unsupervised")[0]
+        splits["unlabelled"] = splits["unlabelled"][0]
     return {**splits, "info": {"source": "tfds imdb_reviews", "data_dir": builder.data_dir, "origin": IMDB_TFDS_URL}}
 
 

@@ -87,9 +87,9 @@ def build_vocabulary(token_lists, films, max_size, min_films):
     return Vocabulary.build(([t for t in tokens if film_counts[t] >= min_films] for tokens in token_lists), max_size)
 
 
-def batches(vocabulary, max_length, texts, labels, batch_size, seed, shuffle):
-    """`LengthBatches` of `(ids, labels)`; reviews tokenised once, truncated to `max_length`."""
-    rows = [truncate(vocabulary.encode(review_tokens(t)), max_length) for t in texts]
+def batches(vocabulary, max_length, token_lists, labels, batch_size, seed, shuffle):
+    """`LengthBatches` of `(ids, labels)` from tokenised reviews, each truncated to `max_length`."""
+    rows = [truncate(vocabulary.encode(tokens), max_length) for tokens in token_lists]
     labels = np.asarray(labels, dtype="float32")
 
     def make_batch(indices):
@@ -200,7 +200,7 @@ def evaluate(args):
 def train(args):
     keras.utils.set_random_seed(args.seed)
     started = time.time()
-    corpus = data.load_imdb(args.source, unlabelled=args.embedding_init == "ppmi")
+    corpus = data.load_imdb(args.source, unlabelled=args.embedding_init == "ppmi", max_unlabelled=args.max_examples)
     train_texts, train_labels = corpus["train"]
     test_texts, test_labels = corpus["test"]
     # The film of each training review (keras source): the official test films are disjoint
@@ -223,16 +223,16 @@ def train(args):
 
     train_tokens = [review_tokens(t) for t in train_texts]
     vocabulary = build_vocabulary(train_tokens, train_films, args.vocab_size, args.min_films)
-    train_data = batches(vocabulary, args.max_length, train_texts, train_labels, args.batch_size, args.seed, True)
-    val_data = batches(vocabulary, args.max_length, val_texts, val_labels, args.batch_size, args.seed, False)
+    train_data = batches(vocabulary, args.max_length, train_tokens, train_labels, args.batch_size, args.seed, True)
+    val_data = batches(vocabulary, args.max_length, [review_tokens(t) for t in val_texts], val_labels,
+                       args.batch_size, args.seed, False)
     print(f"vocabulary {len(vocabulary)} words; {len(train_data)} training batches of {args.batch_size}; "
           f"reviews truncated to {args.max_length} words")
 
     vectors, vector_seconds = None, 0.0
     if args.embedding_init == "ppmi":
         vector_start = time.time()
-        unlabelled = corpus["unlabelled"][: args.max_examples or None]
-        rows = [vocabulary.encode(tokens) for tokens in train_tokens + [review_tokens(t) for t in unlabelled]]
+        rows = [vocabulary.encode(tokens) for tokens in train_tokens + [review_tokens(t) for t in corpus["unlabelled"]]]
         vectors = word_vectors.ppmi_svd_vectors(rows, len(vocabulary), args.embedding_dim, seed=args.seed)
         vector_seconds = time.time() - vector_start
         print(f"word vectors from {len(rows)} reviews ({sum(map(len, rows))} words) in {vector_seconds:.0f} s")
@@ -277,8 +277,8 @@ def train(args):
         "settings": settings,
         "hardware": hardware,
         "parameters": int(model.count_params()),
-        "embedding_init": ({"method": "SVD of positive PMI (window 5, 1/distance weights, context power 0.75)",
-                            "reviews": "training split + unlabelled", "seconds": round(vector_seconds, 1)}
+        "embedding_init": ({"method": word_vectors.METHOD, "reviews": "training split + unlabelled",
+                            "seconds": round(vector_seconds, 1)}
                            if vectors is not None else "random"),
         "explanation": "integrated gradients on the word embeddings (zero baseline), scores in logits",
         "training": cli.training_record(history, train_seconds),

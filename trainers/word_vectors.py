@@ -12,8 +12,12 @@ data set, learn their word vectors from the same unlabelled reviews).
 import numpy as np
 from scipy import sparse
 
+WINDOW = 5  # words either side that count as context
+CONTEXT_POWER = 0.75  # smoothing of the context distribution (Levy et al.; word2vec's 3/4)
+METHOD = f"SVD of positive PMI (window {WINDOW}, 1/distance weights, context power {CONTEXT_POWER})"
 
-def cooccurrences(id_rows, vocab_size, window=5, skip_ids=(0, 1)):
+
+def cooccurrences(id_rows, vocab_size, window=WINDOW, skip_ids=(0, 1)):
     """Symmetric co-occurrence counts `(vocab_size, vocab_size)` (sparse CSR, float64) of words at
     most `window` positions apart in the same row, weighted `1 / distance` (as GloVe does: near
     words say more). Ids in `skip_ids` (padding, unknown) are neither words nor contexts."""
@@ -31,7 +35,7 @@ def cooccurrences(id_rows, vocab_size, window=5, skip_ids=(0, 1)):
     return counts
 
 
-def positive_pmi(counts, context_power=0.75):
+def positive_pmi(counts, context_power=CONTEXT_POWER):
     """Positive pointwise mutual information of a co-occurrence matrix (sparse CSR); context
     probabilities are raised to `context_power` (smoothing that tames PMI's bias to rare words)."""
     counts = sparse.csr_matrix(counts, dtype="float64")
@@ -59,7 +63,7 @@ def truncated_svd(matrix, rank, seed=0, oversample=16, power_iterations=4):
     return (basis @ u_small)[:, :rank], s[:rank]
 
 
-def ppmi_svd_vectors(id_rows, vocab_size, dim, window=5, seed=0, scale=0.05):
+def ppmi_svd_vectors(id_rows, vocab_size, dim, window=WINDOW, seed=0, scale=0.05):
     """Word vectors `(vocab_size, dim)` float32 from rows of token ids.
 
     Each vector is `U * sqrt(s)` of the positive PMI matrix (the symmetric weighting of Levy et al.),
