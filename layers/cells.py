@@ -11,7 +11,13 @@ Each cell splits one recurrent step into two parts:
   of a JAX training step on CPU).
 
 `call(inputs, states)` chains the two for a single step, so a cell also works inside
-`keras.layers.RNN` and in step-by-step decoding.
+`keras.layers.RNN` (alone or stacked, dropout included) and in step-by-step decoding.
+
+Dropout masks are drawn once per sequence and shared by all its steps (variational dropout). As
+Keras' built-in cells, ours are `DropoutRNNCell`s: `get_dropout_mask` and
+`get_recurrent_dropout_mask` draw the masks on first use and cache them, and `keras.layers.RNN`
+(and so our layers, which subclass it) draws them before its time loop and resets them after, so
+the loop reads fixed tensors (no tracer of a JAX scan or jit is cached across calls).
 
 Weights have the names, shapes, order and gate layout of Keras' built-in cells, so
 `ours.set_weights(builtin.get_weights())` and the reverse just work:
@@ -31,8 +37,12 @@ Cho et al. (2014) for the GRU; Gal & Ghahramani (2016) for dropout masks shared 
 import keras
 from keras import activations, constraints, initializers, ops, regularizers
 
+# Not exported by Keras, but keras.layers.RNN only draws and resets the masks of cells that are
+# instances of it (`isinstance(cell, DropoutRNNCell)` in keras/src/layers/rnn/rnn.py).
+from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
 
-class RecurrentCell(keras.layers.Layer):
+
+class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
     """Base class: the arguments, weights and dropout masks that all three cells share.
 
     Args:
@@ -46,9 +56,10 @@ class RecurrentCell(keras.layers.Layer):
         bias_initializer: Initializer of `bias`. Default: `"zeros"`.
         kernel_regularizer, recurrent_regularizer, bias_regularizer: Optional regularizers.
         kernel_constraint, recurrent_constraint, bias_constraint: Optional constraints.
-        dropout: Fraction of the input units dropped, in [0, 1). One mask per sequence.
+        dropout: Fraction of the input units dropped, in [0, 1). One mask per sequence,
+            `(batch, input_dim)`.
         recurrent_dropout: Fraction of the state units dropped before the recurrent product,
-            in [0, 1). One mask per sequence.
+            in [0, 1). One mask per sequence, `(batch, units)`.
         seed: Seed of the dropout masks.
     """
 
@@ -162,8 +173,14 @@ class RecurrentCell(keras.layers.Layer):
         raise NotImplementedError
 
     # --- dropout -----------------------------------------------------------------------------------
+    # `get_dropout_mask(x_t)` -> `(batch, input_dim)` and `get_recurrent_dropout_mask(h_t)` ->
+    # `(batch, units)` (or `None` where that dropout is off) come from `DropoutRNNCell`: cached
+    # until `reset_dropout_mask()` / `reset_recurrent_dropout_mask()`, which keras.layers.RNN
+    # calls after each sequence. `dropout_masks` below draws a fresh pair without caching.
+
     def dropout_masks(self, step_input, training=False):
-        """Draw the input and recurrent dropout masks for one sequence.
+        """Draw fresh input and recurrent dropout masks for one sequence, for step-by-step callers
+        that pass them to every `call` of the sequence (`dropout_masks=...`); nothing is cached.
 
         Args:
             step_input: One timestep of inputs, `(batch, input_dim)`; gives the batch size and dtype.
@@ -190,18 +207,19 @@ class RecurrentCell(keras.layers.Layer):
     def call(self, inputs, states, training=False, dropout_masks=None):
         """One step: `inputs (batch, input_dim)`, `states` list of `(batch, units)` tensors.
 
-        Dropout in training needs `dropout_masks=cell.dropout_masks(x_0, training=True)`, drawn
-        once per sequence by the caller, so that every step shares them. Our `SimpleRNN`, `LSTM`
-        and `GRU` layers do this for you.
+        Returns `(output (batch, units), new_states)`.
+
+        In training, dropout uses `dropout_masks=(input_mask, recurrent_mask)` if given (from
+        `cell.dropout_masks(x_0, training=True)`), else the cell's cached masks, drawn at the
+        first step as Keras' built-in cells do. Inside `keras.layers.RNN` those are drawn before
+        and reset after each sequence; a caller stepping by hand without `dropout_masks` resets
+        them between sequences (`reset_dropout_mask()`, `reset_recurrent_dropout_mask()`).
         """
         states = list(states) if isinstance(states, (list, tuple)) else [states]
         input_mask, recurrent_mask = dropout_masks or (None, None)
-        if training and dropout_masks is None and (self.dropout or self.recurrent_dropout):
-            raise ValueError(
-                f"{type(self).__name__}.call() in training with dropout needs `dropout_masks` "
-                "drawn once per sequence (cell.dropout_masks(x0, training=True)); or wrap the "
-                "cell in our SimpleRNN/LSTM/GRU layer, which does it."
-            )
+        if training and dropout_masks is None:
+            input_mask = self.get_dropout_mask(inputs)
+            recurrent_mask = self.get_recurrent_dropout_mask(states[0])
         if input_mask is not None:
             inputs = inputs * input_mask
         return self.recurrent_step(self.project_inputs(inputs), states, recurrent_mask)

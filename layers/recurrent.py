@@ -12,6 +12,10 @@ The layers subclass `keras.layers.RNN` for its bookkeeping (stateful state varia
 and replace its `inner_loop`, which would call the full cell, input projection included, once per
 step. Arguments, weights and configs match `keras.layers.SimpleRNN/LSTM/GRU`.
 
+Dropout: `keras.layers.RNN.call` draws the cell's masks (one per sequence: `(batch, input_dim)`
+and `(batch, units)`) before calling `inner_loop` and resets them after, as for Keras' built-in
+cells; `inner_loop` reads them. The random stream is thus that of the built-ins with the same seed.
+
 Mask semantics are those of Keras' generic path: at a masked step the states are carried over
 unchanged and the output repeats the carried hidden state (or is zero with
 `zero_output_for_mask=True`, which `Bidirectional` sets when it returns sequences). Any mask works,
@@ -168,7 +172,8 @@ class Recurrent(keras.layers.RNN):
     ):
         cell_args = _cell_arguments(self.cell_class)
         cell_kwargs = {key: kwargs.pop(key) for key in list(kwargs) if key in cell_args}
-        kwargs.pop("use_cudnn", None)  # accepted for drop-in compatibility; we have no cuDNN path
+        # LSTM and GRU take `use_cudnn` before this (`CudnnArgument`); SimpleRNN accepts and ignores it.
+        kwargs.pop("use_cudnn", None)
         kwargs.pop("implementation", None)
         cell = self.cell_class(
             units,
@@ -199,7 +204,12 @@ class Recurrent(keras.layers.RNN):
         if keras.backend.backend() == "torch" and self.stateful:
             # The state variables are updated in place after the call; autograd needs copies.
             initial_state = [ops.copy(s) for s in initial_state]
-        input_mask, recurrent_mask = self.cell.dropout_masks(sequences[:, 0, :], training)
+        input_mask = recurrent_mask = None
+        if training:
+            # Drawn by keras.layers.RNN.call for this sequence (our cell is a DropoutRNNCell), so
+            # these are cached tensors; None where that dropout is off.
+            input_mask = self.cell.get_dropout_mask(sequences[:, 0, :])  # (batch, input_dim)
+            recurrent_mask = self.cell.get_recurrent_dropout_mask(initial_state[0])  # (batch, units)
         inputs = ops.transpose(sequences, (1, 0, 2))  # (time, batch, features)
         if input_mask is not None:
             inputs = inputs * input_mask
@@ -252,11 +262,25 @@ class SimpleRNN(Recurrent):
     cell_name = "simple_rnn_cell"
 
 
+class CudnnArgument(Recurrent):
+    """Keeps Keras' `use_cudnn` argument of `LSTM` and `GRU`: `"auto"` (default), `True` or
+    `False`, checked and kept as `layer.use_cudnn` (and by `keras.layers.Bidirectional` on its
+    copies) but, as in Keras, not in `get_config()`. We have no cuDNN path: every value runs our
+    own loop, and `True` does not require a GPU as in Keras."""
+
+    def __init__(self, units, use_cudnn="auto", **kwargs):
+        if use_cudnn not in ("auto", True, False):
+            raise ValueError(f"`use_cudnn` must be one of 'auto', True, False; got {use_cudnn!r}.")
+        super().__init__(units, **kwargs)
+        self.use_cudnn = use_cudnn
+
+
 @keras.saving.register_keras_serializable(package="rnn_suite")
-class LSTM(Recurrent):
+class LSTM(CudnnArgument):
     """Long short-term memory layer, weight-compatible with `keras.layers.LSTM`.
 
-    See `Recurrent` for the layer arguments and `LSTMCell` for the cell arguments.
+    See `Recurrent` for the layer arguments, `LSTMCell` for the cell arguments and
+    `CudnnArgument` for `use_cudnn` (accepted and kept; our own loop always runs).
     Input `(batch, time, features)`; output `(batch, units)` or `(batch, time, units)`;
     states `[h, c]`.
     """
@@ -266,11 +290,11 @@ class LSTM(Recurrent):
 
 
 @keras.saving.register_keras_serializable(package="rnn_suite")
-class GRU(Recurrent):
+class GRU(CudnnArgument):
     """Gated recurrent unit layer, weight-compatible with `keras.layers.GRU`.
 
-    See `Recurrent` for the layer arguments and `GRUCell` for the cell arguments
-    (`reset_after=True` by default, as in Keras).
+    See `Recurrent` for the layer arguments, `GRUCell` for the cell arguments
+    (`reset_after=True` by default, as in Keras) and `CudnnArgument` for `use_cudnn`.
     Input `(batch, time, features)`; output `(batch, units)` or `(batch, time, units)`.
     """
 

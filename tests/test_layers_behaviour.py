@@ -116,15 +116,17 @@ def test_bad_arguments_raise_clear_errors(kwargs, message):
         layers.LSTM(**kwargs)
 
 
-def test_cell_step_in_training_with_dropout_needs_masks():
+def test_cell_step_in_training_with_dropout_explicit_or_cached_masks():
     cell = layers.GRUCell(3, dropout=0.5)
     x = np.ones((2, 4), "float32")
     states = cell.get_initial_state(2)
     cell(x, states)  # inference: fine
-    with pytest.raises(ValueError, match="dropout_masks"):
-        cell(x, states, training=True)
-    masks = cell.dropout_masks(x, training=True)
+    masks = cell.dropout_masks(x, training=True)  # explicit masks, drawn by the caller
     h, _ = cell(x, states, training=True, dropout_masks=masks)
+    assert tuple(h.shape) == (2, 3)
+    # Without them, the cell draws and caches its own, as Keras' cells do (more in
+    # tests/test_layers_keras_cases.py).
+    h, _ = cell(x, states, training=True)
     assert tuple(h.shape) == (2, 3)
 
 
