@@ -1,7 +1,8 @@
 # Two commands do everything on a fresh clone (each creates .venv and installs into it first):
 #   make translate   train the Spanish->English translator (python -m trainers.translate)
 #   make test        run the test suite once per backend: tensorflow, jax, torch
-# Variables: ARGS="--quick" (trainer flags), BACKENDS="jax" (subset), PYTEST_ARGS="-x -k lstm".
+# Variables: ARGS="--quick" (trainer flags), BACKEND=torch (of the trainers and apps), BACKENDS="jax"
+# (of the tests), PYTEST_ARGS="-x -k lstm" or PYTEST_ARGS="-m e2e" (only the end-to-end CLI tests).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,6 +10,10 @@ BIN := $(VENV)/bin
 BACKENDS ?= tensorflow jax torch
 PYTEST_ARGS ?=
 ARGS ?=
+# Trainers and apps run on JAX, the fastest backend on a CPU, unless KERAS_BACKEND or BACKEND says
+# otherwise (plain `python -m trainers.translate` gets Keras' default, TensorFlow).
+BACKEND ?= $(or $(KERAS_BACKEND),jax)
+RUN := KERAS_BACKEND=$(BACKEND) $(BIN)/python
 # Two pytest workers: one per core of the reference 2-core machine.
 WORKERS ?= 2
 
@@ -23,19 +28,19 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 translate: setup
-	$(BIN)/python -m trainers.translate $(ARGS)
+	$(RUN) -m trainers.translate $(ARGS)
 
 sentiment: setup
-	$(BIN)/python -m trainers.sentiment $(ARGS)
+	$(RUN) -m trainers.sentiment $(ARGS)
 
 generate: setup
-	$(BIN)/python -m trainers.generate $(ARGS)
+	$(RUN) -m trainers.generate $(ARGS)
 
 apps: setup
-	$(BIN)/python -m apps $(ARGS)
+	$(RUN) -m apps $(ARGS)
 
 gradients: setup
-	$(BIN)/python -m trainers.gradients $(ARGS)
+	$(RUN) -m trainers.gradients $(ARGS)
 
 # Each backend in its own process (the backend is fixed when Keras is imported); fails if any fails.
 test: setup

@@ -5,6 +5,9 @@ whole corpus by length makes batches too uniform to learn from. The middle road 
 epoch shuffles the examples, sorts them by length within chunks of `chunk_batches` batches, cuts
 batches and shuffles the order of the batches. Padded widths are rounded up to a multiple so
 that XLA (JAX, TensorFlow) compiles only a few batch shapes.
+
+Batches of varying width must say so to TensorFlow: `fit_input` is the one place where a
+`PyDataset` becomes what `fit` and `evaluate` read on the current backend.
 """
 
 import keras
@@ -27,8 +30,40 @@ def pad(sequences, multiple=1, extra=0, width=None):
     return out
 
 
+def fit_input(batches):
+    """What `model.fit` / `model.evaluate` should read from the `PyDataset` `batches`.
+
+    JAX and PyTorch take each batch as it comes, whatever its shape: `batches` is returned as is.
+    On TensorFlow, Keras' `PyDataset` adapter builds a `tf.data` pipeline whose element shapes
+    it guesses from the first two batches, so a later batch of another width fails with
+    "generator yielded an element of shape (32, 12) where (None, 8) was expected". A dataset
+    with `variable_width = True` is therefore wrapped here in a `tf.data.Dataset` that declares
+    every axis after the batch axis as variable (`None`); the others keep their shapes. Each
+    pass after the first starts with `batches.on_epoch_end()`, as Keras does for a `PyDataset`.
+    """
+    if keras.backend.backend() != "tensorflow" or not getattr(batches, "variable_width", False):
+        return batches
+    import tensorflow as tf
+
+    def spec(array):  # (batch, ...) -> every axis variable
+        return tf.TensorSpec((None,) * np.ndim(array), tf.as_dtype(np.asarray(array).dtype))
+
+    signature = keras.tree.map_structure(spec, batches[0])
+    passes = [0]
+
+    def generate():
+        if passes[0]:
+            batches.on_epoch_end()
+        passes[0] += 1
+        for index in range(len(batches)):
+            yield batches[index]
+
+    dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
+    return dataset.apply(tf.data.experimental.assert_cardinality(len(batches))).prefetch(tf.data.AUTOTUNE)
+
+
 class LengthBatches(keras.utils.PyDataset):
-    """A `PyDataset` of batches of similar-length examples.
+    """A `PyDataset` of batches of similar-length examples; their widths vary (`fit_input`).
 
     Args:
         lengths: length of every example, `(n,)`.
@@ -40,6 +75,8 @@ class LengthBatches(keras.utils.PyDataset):
             lengths within chunks and every example (evaluation).
         chunk_batches: batches per sorting chunk.
     """
+
+    variable_width = True  # read by `fit_input`
 
     def __init__(self, lengths, make_batch, batch_size, seed=0, shuffle=True, chunk_batches=64, **kwargs):
         super().__init__(**kwargs)

@@ -8,9 +8,12 @@ variables that must be set before TensorFlow or Gradio load.
 
 import argparse
 import csv
+import json
 import os
+import re
 import shutil
 import sys
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -119,48 +122,135 @@ def flush_denormals(enable=True):
     return bool(torch.set_flush_denormal(enable))
 
 
-def training_callbacks(checkpoint_dir, resume, patience, monitor="val_loss"):
-    """Callbacks for `fit`: resumable, early-stopping training that remembers its best weights.
+# Flags that steer this invocation but not what is trained: a resumed run may change them.
+RUN_CONTROL = ("resume", "evaluate", "model", "test_file", "text_file", "show", "out")
 
-    * `BackupAndRestore` writes weights, optimizer state and epoch after every epoch; with `resume`
-      the next run starts where an interrupted one stopped. Without `resume` the old backup is
-      discarded and training starts afresh.
-    * `ModelCheckpoint` keeps the weights of the best `monitor` so far (across interruptions: the
-      best value of the earlier run is read back from the CSV log).
-    * `EarlyStopping` ends training after `patience` epochs without improvement.
-    * `TerminateOnNaN` and a `CSVLogger` (the history, appended to when resuming).
 
-    Returns:
-        `(callbacks, best_weights_path)`: load the best weights from the path after `fit`.
+class RunCheckpoints:
+    """The checkpoints of one training run: `<out>/checkpoints/`, beside the model it will save.
+
+    Keyed by the run's own output folder, so two runs never share or delete each other's
+    checkpoints, whatever the current folder. `run.json` records the settings (every flag but
+    `RUN_CONTROL`, and the backend) and the time trained; `--resume` continues only a run made
+    with the same settings, and a new run refuses to discard an interrupted one. `finish()`
+    removes the folder once the model is saved.
+
+    Args:
+        args: the parsed flags (`out` and `resume` are read; the rest are the settings).
     """
-    import keras
 
-    if not resume:
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    os.makedirs(checkpoint_dir, exist_ok=True)
-    best_path = os.path.join(checkpoint_dir, "best.weights.h5")
-    log_path = os.path.join(checkpoint_dir, "history.csv")
-    best_so_far = _best_logged(log_path, monitor) if resume else None
-    callbacks = [
-        keras.callbacks.BackupAndRestore(os.path.join(checkpoint_dir, "backup")),
-        keras.callbacks.ModelCheckpoint(best_path, monitor=monitor, save_best_only=True,
-                                        save_weights_only=True, initial_value_threshold=best_so_far),
-        keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, verbose=1),
-        keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.CSVLogger(log_path, append=resume),
-    ]
-    return callbacks, best_path
+    def __init__(self, args):
+        import keras
+
+        self.folder = os.path.join(args.out, "checkpoints")
+        self.resume = args.resume
+        self.best_path = os.path.join(self.folder, "best.weights.h5")
+        self.log_path = os.path.join(self.folder, "history.csv")
+        self.run_path = os.path.join(self.folder, "run.json")
+        settings = {k: v for k, v in sorted(vars(args).items()) if k not in RUN_CONTROL}
+        settings["backend"] = keras.backend.backend()
+        self.settings = json.loads(json.dumps(settings))  # as run.json stores them (lists, not tuples)
+        earlier = self._read_run()
+        if earlier is None and os.path.exists(self.folder):
+            raise UsageError(f"{self.folder} is not a checkpoint folder of ours (no readable run.json); "
+                             "move it away or choose another --out")
+        if earlier is not None and not self.resume:
+            raise UsageError(f"{args.out} holds the checkpoints of an interrupted run: add --resume to continue "
+                             f"it, or delete {self.folder} to start afresh")
+        if earlier is not None:
+            changed = [f"--{k.replace('_', '-')} {earlier['settings'].get(k)!r} (now {v!r})"
+                       for k, v in self.settings.items() if earlier["settings"].get(k) != v]
+            if changed:
+                raise UsageError(f"--resume: the checkpoint in {self.folder} was made with other settings: "
+                                 + ", ".join(changed) + "; resume with the same flags, or choose another --out")
+        elif self.resume:
+            print(f"warning: --resume: no interrupted run in {self.folder}; starting afresh", file=sys.stderr)
+        self.sessions = (earlier or {}).get("sessions", 0) + 1
+        self.epoch_seconds = (earlier or {}).get("epoch_seconds", {})
+        os.makedirs(self.folder, exist_ok=True)
+        self._write_run()
+
+    def _read_run(self):
+        try:
+            with open(self.run_path, encoding="utf-8") as handle:
+                run = json.load(handle)
+            return run if isinstance(run.get("settings"), dict) else None
+        except (OSError, ValueError, AttributeError):
+            return None
+
+    def _write_run(self):
+        temporary = self.run_path + ".tmp"
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump({"settings": self.settings, "sessions": self.sessions,
+                       "epoch_seconds": self.epoch_seconds}, handle, indent=1)
+        os.replace(temporary, self.run_path)
+
+    def callbacks(self, patience, monitor="val_loss"):
+        """Callbacks for `fit`: resumable, early-stopping training that remembers its best weights.
+
+        * `BackupAndRestore` writes weights, optimizer state and epoch after every epoch, so a
+          `--resume` run starts where an interrupted one stopped.
+        * `ModelCheckpoint` keeps the weights of the best `monitor` so far (across interruptions:
+          the best value of the earlier sessions is read back from the CSV log).
+        * `EarlyStopping` ends training after `patience` epochs without improvement.
+        * `TerminateOnNaN`, a `CSVLogger` of the history and the time of every epoch (both kept
+          across sessions, for `record`).
+        """
+        import keras
+
+        checkpoints = self
+
+        class EpochClock(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                self.started = time.time()
+
+            def on_epoch_end(self, epoch, logs=None):
+                checkpoints.epoch_seconds[str(epoch)] = round(time.time() - self.started, 1)
+                checkpoints._write_run()
+
+        best_so_far = _best_logged(self.log_path, monitor) if self.resume else None
+        return [
+            keras.callbacks.BackupAndRestore(os.path.join(self.folder, "backup")),
+            keras.callbacks.ModelCheckpoint(self.best_path, monitor=monitor, save_best_only=True,
+                                            save_weights_only=True, initial_value_threshold=best_so_far),
+            keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, verbose=1),
+            keras.callbacks.TerminateOnNaN(),
+            keras.callbacks.CSVLogger(self.log_path, append=self.resume),
+            EpochClock(),
+        ]
+
+    def restore_best(self, model):
+        """Load the best weights into `model`, if any epoch was checkpointed."""
+        if os.path.exists(self.best_path):
+            model.load_weights(self.best_path)
+
+    def record(self, monitor="val_loss"):
+        """The card's `"training"` entry for the whole run, over every session: time trained
+        (the sum of the epochs), epochs run, the best epoch by `monitor` and the history."""
+        history = _logged_history(self.log_path)
+        values = history.get(monitor, [])
+        seconds = sum(self.epoch_seconds.values())
+        return {"seconds": round(seconds, 1), "minutes": round(seconds / 60, 1),
+                "epochs_run": len(next(iter(history.values()), [])), "sessions": self.sessions,
+                "best_epoch": values.index(min(values)) + 1 if values else None,
+                f"best_{monitor}": round(min(values), 4) if values else None,
+                "history": {k: [round(x, 4) for x in v] for k, v in history.items()}}
+
+    def finish(self):
+        """Remove the checkpoints once the model is saved: the run is complete."""
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def training_record(history, seconds, monitor="val_loss"):
-    """The card's `"training"` entry: time, epochs run, the best epoch by `monitor` and the history."""
-    import numpy as np
-
-    values = history.history.get(monitor, [])
-    return {"seconds": round(seconds, 1), "minutes": round(seconds / 60, 1), "epochs_run": len(values),
-            "best_epoch": int(np.argmin(values)) + 1 if values else None,
-            f"best_{monitor}": round(float(min(values)), 4) if values else None,
-            "history": {k: [round(float(x), 4) for x in v] for k, v in history.history.items()}}
+def _logged_history(log_path):
+    """`{metric: [value per epoch]}` from a CSVLogger file; an epoch logged twice keeps its last row."""
+    try:
+        with open(log_path, newline="", encoding="utf-8") as handle:
+            rows = {row["epoch"]: row for row in csv.DictReader(handle) if row.get("epoch")}
+    except (OSError, ValueError, KeyError):
+        return {}
+    rows = [rows[k] for k in sorted(rows, key=int)]
+    names = [k for k in (rows[0] if rows else {}) if k != "epoch"]
+    return {k: [float(row[k]) for row in rows if row.get(k) not in (None, "")] for k in names}
 
 
 def default_out(args, name):
@@ -198,6 +288,33 @@ def run(main, argv=None):
         if os.environ.get("RNN_SUITE_TRACEBACK"):
             raise
         code = 2 if isinstance(error, (UsageError, FileNotFoundError, ValueError)) else 1
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {error_line(error)}", file=sys.stderr)
         sys.exit(code)
+
+
+# A Python exception raised inside a TensorFlow graph (a data generator, a py_function) comes back
+# as one line "SomeError: message" inside the op error's text.
+_RAISED = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?([A-Z]\w*(?:Error|Exception)): (.+)")
+
+
+def error_line(error):
+    """One line that says what went wrong.
+
+    Usually the first line of the message. TensorFlow's op errors open with a line that names no
+    cause ("Graph execution error:") followed by the graph's node trace; the cause is the Python
+    exception raised inside the graph (`TypeError: ...`) or, for an op that failed, the line
+    before the `[[{{node ...}}]]` marker.
+    """
+    # Eager op errors start with the failing function's `{{function_node ...}}` tag.
+    lines = [re.sub(r"^\{\{[^}]*\}\}\s*", "", line.strip()) for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    if not lines[0].endswith(":"):
+        return lines[0]
+    raised = [match for match in map(_RAISED.match, lines[1:]) if match]
+    if raised:
+        return f"{raised[-1].group(1)}: {raised[-1].group(2)}"
+    for before, line in zip(lines[1:], lines[2:]):
+        if line.startswith("[[{{node"):
+            return f"{lines[0]} {before}"
+    return " ".join(lines[:2])

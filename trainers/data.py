@@ -6,6 +6,7 @@ internet `keras.utils.get_file` downloads the archive on first use; offline it f
 `$KERAS_HOME/datasets` (see shared/data/SOURCES.md).
 """
 
+import collections.abc
 import dataclasses
 import hashlib
 import os
@@ -152,8 +153,9 @@ def load_imdb(source="keras", unlabelled=False, max_unlabelled=None):
             given (in file-name order; TFDS' order for tfds).
 
     Returns:
-        dict with `"train"` and `"test"`: `(texts, labels)` (labels 1 positive, 0 negative, in a
-        fixed order: negatives then positives, files sorted by name), `"films"` (keras source
+        dict with `"train"` and `"test"`: `(texts, labels)` (texts a `TextFiles` sequence read
+        as indexed, labels 1 positive, 0 negative, in a fixed order: negatives then positives,
+        files sorted by name), `"films"` (keras source
         only: `{"train": [...], "test": [...]}`, the IMDB title id of each review's film, from the
         archive's urls_*.txt) and `"info"` for the card.
     """
@@ -162,30 +164,40 @@ def load_imdb(source="keras", unlabelled=False, max_unlabelled=None):
     root = corpus_file("imdb")
     splits, films = {}, {}
     for split in ("train", "test"):
-        texts, labels, titles = [], [], []
+        paths, labels, titles = [], [], []
         for label, folder in ((0, "neg"), (1, "pos")):
             # urls_<folder>.txt: line i is the IMDB page of the film that review i (file i_<stars>.txt) is about
             with open(os.path.join(root, split, f"urls_{folder}.txt"), encoding="utf-8") as handle:
                 urls = handle.read().split()
             names = sorted(os.listdir(os.path.join(root, split, folder)))
-            texts += _read_texts(os.path.join(root, split, folder), names)
+            paths += [os.path.join(root, split, folder, name) for name in names]
             labels += [label] * len(names)
             titles += [urls[int(name.split("_")[0])].split("/title/")[-1].split("/")[0] for name in names]
-        splits[split] = (texts, np.asarray(labels, dtype="int32"))
+        splits[split] = (TextFiles(paths), np.asarray(labels, dtype="int32"))
         films[split] = titles
     if unlabelled:
         unsup = os.path.join(root, "train", "unsup")
-        splits["unlabelled"] = _read_texts(unsup, sorted(os.listdir(unsup))[:max_unlabelled])
+        names = sorted(os.listdir(unsup))[:max_unlabelled]
+        splits["unlabelled"] = list(TextFiles(os.path.join(unsup, name) for name in names))
     info = {"source": "keras", "origin": CORPORA["imdb"].origin, "file": CORPORA["imdb"].fname}
     return {**splits, "films": films, "info": info}
 
 
-def _read_texts(directory, names):
-    texts = []
-    for name in names:
-        with open(os.path.join(directory, name), encoding="utf-8") as handle:
-            texts.append(handle.read())
-    return texts
+class TextFiles(collections.abc.Sequence):
+    """The texts of a list of UTF-8 files, each read when it is indexed: a seeded subset of 300
+    reviews (`--max-examples`) reads 300 of the 25,000 files, not all of them."""
+
+    def __init__(self, paths):
+        self.paths = list(paths)
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        with open(self.paths[index], encoding="utf-8") as handle:
+            return handle.read()
 
 
 def _load_imdb_tfds(unlabelled=False, max_unlabelled=None):

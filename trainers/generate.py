@@ -25,6 +25,7 @@ import numpy as np
 from models.char_lm import CharGenerator, CharLM, CharVocabulary, bits_per_character
 from models.compiled import compile_function
 from trainers import data, devices
+from trainers.batching import fit_input
 
 # Defaults, measured on a 2-core CPU with JAX: batch 32 x 100 trains more characters per second than
 # 64 x 128 (3,411 against 2,929) and makes three times the updates per epoch; 10 epochs took 66 minutes.
@@ -39,7 +40,8 @@ SAMPLE_PROMPT = "ROMEO:\n"
 
 
 def build_parser():
-    notes = {"max_examples": "training characters to use (default all, 100000 with --quick)"}
+    notes = {"max_examples": "training characters to use (default all, 100000 with --quick)",
+             "out": "default saved_models/generate-shakespeare, runs/generate-shakespeare-quick with --quick"}
     p = cli.parser("python -m trainers.generate", __doc__.splitlines()[0], DEFAULTS, QUICK, notes)
 
     def flag(name, help, **kwargs):
@@ -145,12 +147,12 @@ def evaluate(args):
         raise cli.UsageError("--evaluate needs --text-file FILE (UTF-8 text)")
     if not os.path.isfile(args.text_file):
         raise cli.UsageError(f"text file {args.text_file!r} does not exist")
-    generator = CharGenerator.load(args.model)
-    try:
+    try:  # before the model: a bad file fails at once
         with open(args.text_file, encoding="utf-8") as handle:
             text = handle.read()
     except UnicodeDecodeError:
         raise cli.UsageError(f"text file {args.text_file!r} is not UTF-8 text") from None
+    generator = CharGenerator.load(args.model)
     ids, unknown = generator.vocabulary.encode(text)
     if len(ids) < 2:
         raise cli.UsageError(f"text file {args.text_file!r} has fewer than 2 characters the model knows")
@@ -159,6 +161,7 @@ def evaluate(args):
 
 
 def train(args):
+    checkpoints = cli.RunCheckpoints(args)  # first: refuses a clash with an interrupted run at once
     keras.utils.set_random_seed(args.seed)
     cli.flush_denormals()
     started = time.time()
@@ -183,13 +186,13 @@ def train(args):
         schedule = keras.optimizers.schedules.CosineDecay(args.learning_rate, args.epochs * len(train_data), alpha=0.05)
         model.compile(keras.optimizers.Adam(schedule, clipnorm=args.clipnorm),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    checkpoints = os.path.join("checkpoints", os.path.basename(os.path.normpath(args.out)))
-    callbacks, best_path = cli.training_callbacks(checkpoints, args.resume, args.patience)
+    callbacks = checkpoints.callbacks(args.patience)
     fit_start = time.time()
-    history = model.fit(train_data, validation_data=val_data, epochs=args.epochs, callbacks=callbacks, verbose=1)
+    # shuffle=False: the batches shuffle themselves each epoch (Keras would only reorder them again)
+    model.fit(fit_input(train_data), shuffle=False, validation_data=fit_input(val_data), epochs=args.epochs,
+              callbacks=callbacks, verbose=1)
     train_seconds = time.time() - fit_start
-    if os.path.exists(best_path):
-        model.load_weights(best_path)
+    checkpoints.restore_best(model)
 
     validation = loss_report(text_loss(model, val_ids))
     print_loss("validation, full context", validation, len(val_text), val_unknown)
@@ -211,11 +214,12 @@ def train(args):
         "settings": settings,
         "hardware": hardware,
         "parameters": int(model.count_params()),
-        "training": cli.training_record(history, train_seconds),
+        "training": checkpoints.record(),
         "validation": {**validation, "measured": "whole validation text, state carried across windows"},
         "sample": {"prompt": SAMPLE_PROMPT, "temperature": 0.8, "seed": args.seed, "text": sample},
     }
     generator.save(args.out, card)
+    checkpoints.finish()
     print(f"training {train_seconds / 60:.1f} min (total {(time.time() - started) / 60:.1f} min); saved to {args.out}")
     return 0
 

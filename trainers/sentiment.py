@@ -26,7 +26,7 @@ from models.sentiment import SentimentClassifier, SentimentNet, review_tokens, t
 from models.text import Vocabulary
 from trainers import data, devices, word_vectors
 from trainers.averaging import TailWeightAverage
-from trainers.batching import LengthBatches, pad
+from trainers.batching import LengthBatches, fit_input, pad
 
 # Chosen on the film-held-out validation split (benchmarks/RESULTS.md lists every run): with the
 # embedding started from word vectors, a second pass at a high learning rate already memorises the
@@ -46,7 +46,9 @@ PAD_MULTIPLE = 50  # batch widths are multiples of this: at most max_length / 50
 
 
 def build_parser():
-    p = cli.parser("python -m trainers.sentiment", __doc__.splitlines()[0], DEFAULTS, QUICK)
+    notes = {"out": "default saved_models/sentiment-imdb, runs/sentiment-imdb-quick with --quick",
+             "max_examples": f"default all, {QUICK['max_examples']} with --quick"}
+    p = cli.parser("python -m trainers.sentiment", __doc__.splitlines()[0], DEFAULTS, QUICK, notes)
     p.add_argument("--source", choices=["keras", "tfds"], default="keras",
                    help="corpus reader: the aclImdb archive through the Keras cache (default) or TFDS imdb_reviews")
     p.add_argument("--test-file", help="with --evaluate: label<TAB>review lines (1 positive, 0 negative)")
@@ -104,11 +106,11 @@ def choose_average(model, averager, val_data):
     averaged = averager.averaged()
     if averaged is None:
         return {"used": False, "reason": "training stopped before the averaged steps"}
-    best_loss = model.evaluate(val_data, verbose=0, return_dict=True)["loss"]
+    best_loss = model.evaluate(fit_input(val_data), verbose=0, return_dict=True)["loss"]
     kept = [keras.ops.convert_to_numpy(v) for v in model.trainable_weights]
     for variable, value in zip(model.trainable_weights, averaged):
         variable.assign(value)
-    averaged_loss = model.evaluate(val_data, verbose=0, return_dict=True)["loss"]
+    averaged_loss = model.evaluate(fit_input(val_data), verbose=0, return_dict=True)["loss"]
     used = averaged_loss < best_loss
     if not used:
         for variable, value in zip(model.trainable_weights, kept):
@@ -172,15 +174,20 @@ def read_test_file(path):
     if not os.path.isfile(path):
         raise cli.UsageError(f"test file {path!r} does not exist")
     texts, labels = [], []
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            label, _, text = line.rstrip("\n").partition("\t")
-            if label.strip() not in ("0", "1") or not text.strip():
-                raise cli.UsageError(f"{path}:{number}: expected 'label<TAB>review' with label 0 or 1")
-            labels.append(int(label))
-            texts.append(text)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                fields = line.rstrip("\r\n").split("\t")
+                if len(fields) != 2 or fields[0].strip() not in ("0", "1") or not fields[1].strip():
+                    found = f"{len(fields)} tab-separated fields" if len(fields) != 2 else repr(line.strip()[:60])
+                    raise cli.UsageError(f"{path}:{number}: expected 'label<TAB>review' with label 0 or 1 and no "
+                                         f"other tab, got {found}")
+                labels.append(int(fields[0]))
+                texts.append(fields[1])
+    except UnicodeDecodeError:
+        raise cli.UsageError(f"test file {path!r} is not UTF-8 text") from None
     if not texts:
         raise cli.UsageError(f"test file {path!r} has no reviews")
     return texts, np.asarray(labels)
@@ -191,13 +198,14 @@ def evaluate(args):
         raise cli.UsageError("--evaluate needs --model DIR (for example saved_models/sentiment-imdb)")
     if not args.test_file:
         raise cli.UsageError("--evaluate needs --test-file FILE.tsv (label<TAB>review per line)")
+    texts, labels = read_test_file(args.test_file)  # before the model: a bad file fails at once
     classifier = SentimentClassifier.load(args.model)
-    texts, labels = read_test_file(args.test_file)
     print_metrics(os.path.basename(args.test_file), metrics(labels, classifier.predict(texts)))
     return 0
 
 
 def train(args):
+    checkpoints = cli.RunCheckpoints(args)  # first: refuses a clash with an interrupted run at once
     keras.utils.set_random_seed(args.seed)
     started = time.time()
     corpus = data.load_imdb(args.source, unlabelled=args.embedding_init == "ppmi", max_unlabelled=args.max_examples)
@@ -241,8 +249,8 @@ def train(args):
     with scope:  # --data-parallel (TensorFlow) builds the model inside its strategy
         model = SentimentNet(len(vocabulary), args.embedding_dim, args.units, args.cell, args.dropout, args.max_length,
                              args.word_dropout, args.rnn_impl)
+        model.build()  # before fit: BackupAndRestore needs a built model
         if vectors is not None:
-            model.build()
             model.embedding.embeddings.assign(vectors)
             model.embedding.trainable = not args.freeze_embedding
         # Cosine decay to 5% over the planned epochs: late epochs refine instead of memorising.
@@ -250,14 +258,13 @@ def train(args):
         model.compile(keras.optimizers.Adam(schedule, clipnorm=args.clipnorm),
                       loss=keras.losses.BinaryCrossentropy(from_logits=True),
                       metrics=[keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")])
-    checkpoints = os.path.join("checkpoints", os.path.basename(os.path.normpath(args.out)))
-    callbacks, best_path = cli.training_callbacks(checkpoints, args.resume, args.patience)
+    callbacks = checkpoints.callbacks(args.patience)
     averager = TailWeightAverage(args.epochs * len(train_data), fraction=0.5) if args.average_weights else None
     fit_start = time.time()
-    history = model.fit(train_data, validation_data=val_data, epochs=args.epochs, verbose=1,
-                        callbacks=callbacks + ([averager] if averager else []))
-    if os.path.exists(best_path):
-        model.load_weights(best_path)
+    # shuffle=False: the batches shuffle themselves each epoch (Keras would only reorder them again)
+    model.fit(fit_input(train_data), shuffle=False, validation_data=fit_input(val_data), epochs=args.epochs,
+              verbose=1, callbacks=callbacks + ([averager] if averager else []))
+    checkpoints.restore_best(model)
     averaging = choose_average(model, averager, val_data) if averager else None
     train_seconds = time.time() - fit_start
     classifier = SentimentClassifier(model, vocabulary)
@@ -281,11 +288,12 @@ def train(args):
                             "seconds": round(vector_seconds, 1)}
                            if vectors is not None else "random"),
         "explanation": "integrated gradients on the word embeddings (zero baseline), scores in logits",
-        "training": cli.training_record(history, train_seconds),
+        "training": checkpoints.record(),
         "weight_average": averaging or "off",
         "test": result,
     }
     classifier.save(args.out, card)
+    checkpoints.finish()
     print(f"training {train_seconds / 60:.1f} min (total {(time.time() - started) / 60:.1f} min); saved to {args.out}")
     return 0
 

@@ -23,7 +23,7 @@ import sacrebleu
 from models.text import TrueCaser, Vocabulary, tokenize
 from models.translator import Seq2SeqAttention, Translator, masked_accuracy, masked_loss
 from trainers import data, devices
-from trainers.batching import LengthBatches, pad
+from trainers.batching import LengthBatches, fit_input, pad
 
 # Defaults, sized by measurement on a 2-core CPU with KERAS_BACKEND=jax: 8 epochs of about 5.8
 # minutes, 48.5 minutes in all with the data and the scoring. A 10-epoch run took 70 minutes and
@@ -196,8 +196,8 @@ def read_test_file(path):
 
 def evaluate(args):
     directory = args.model or args.out
+    sources, streams = read_test_file(args.test_file)  # before the model: a bad file fails at once
     translator = Translator.load(directory)
-    sources, streams = read_test_file(args.test_file)
     results, shown = {}, None
     for width in sorted({1, args.beam_width}):
         label = "greedy" if width == 1 else f"beam {width}"
@@ -210,6 +210,7 @@ def evaluate(args):
 # --- training ---------------------------------------------------------------------------------------
 
 def train(args):
+    checkpoints = cli.RunCheckpoints(args)  # first: refuses a clash with an interrupted run at once
     keras.utils.set_random_seed(args.seed)
     cli.flush_denormals()
     started = time.time()
@@ -239,14 +240,13 @@ def train(args):
         # Cosine decay to 5% over the planned epochs: the last epochs refine instead of bouncing.
         schedule = keras.optimizers.schedules.CosineDecay(args.learning_rate, args.epochs * len(train_data), alpha=0.05)
         model.compile(keras.optimizers.Adam(schedule, clipnorm=args.clipnorm), loss=masked_loss, metrics=[masked_accuracy])
-    checkpoints = os.path.join("checkpoints", os.path.basename(os.path.normpath(args.out)))
-    callbacks, best_path = cli.training_callbacks(checkpoints, args.resume, args.patience)
+    callbacks = checkpoints.callbacks(args.patience)
     fit_start = time.time()
-    history = model.fit(train_data, validation_data=validation_data, epochs=args.epochs,
-                        callbacks=callbacks, verbose=1)
+    # shuffle=False: the batches shuffle themselves each epoch (Keras would only reorder them again)
+    model.fit(fit_input(train_data), shuffle=False, validation_data=fit_input(validation_data),
+              epochs=args.epochs, callbacks=callbacks, verbose=1)
     train_seconds = time.time() - fit_start
-    if os.path.exists(best_path):
-        model.load_weights(best_path)
+    checkpoints.restore_best(model)
 
     settings = {"direction": args.direction, "max_source_length": 60, "max_target_length": 60,
                 "length_penalty": 1.0}
@@ -277,11 +277,12 @@ def train(args):
         "settings": hyper,
         "hardware": hardware,
         "parameters": int(model.count_params()),
-        "training": cli.training_record(history, train_seconds),
+        "training": checkpoints.record(),
         "length_penalty": {"alpha": translator.settings["length_penalty"], "validation_bleu_by_alpha": tuning},
         "test": results,
     }
     translator.save(args.out, card)
+    checkpoints.finish()
     print(f"training {train_seconds / 60:.1f} min (total {(time.time() - started) / 60:.1f} min); "
           f"saved to {args.out}")
     return 0
