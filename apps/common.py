@@ -23,6 +23,7 @@ import keras  # noqa: E402
 from models.artifacts import ArtifactError  # noqa: E402
 
 INPUT_LIMIT = 5000  # characters of text accepted per request; the rest is cut with a notice
+SEED_LIMIT = 2**32 - 1  # the largest seed NumPy's global generator (keras.utils.set_random_seed) accepts
 QUEUE_SIZE = 64  # requests waiting at most; more get "queue full"
 CONCURRENCY = 1  # requests of one kind running at once (a 2-core CPU gains nothing from more)
 THEME = gr.themes.Soft(primary_hue="indigo")
@@ -64,6 +65,20 @@ def clean_text(text, limit=INPUT_LIMIT):
         notes.append(f"The input has {len(cleaned):,} characters; only the first {limit:,} were used.")
         cleaned = cleaned[:limit]
     return cleaned, " ".join(notes) or None
+
+
+def seed_value(seed, blank=None):
+    """`(seed, notice)`: a Seed field's value as an int (`blank` when the field is empty) and `None`,
+    or `(None, notice)` saying what a seed may be when it is not a whole number from 0 to
+    `SEED_LIMIT` (-1, 1e20): the handler shows the notice instead of failing with Gradio's bare
+    "Error"."""
+    if seed is None or seed == "":
+        return blank, None
+    if isinstance(seed, (int, float)) and not isinstance(seed, bool) and float(seed).is_integer() \
+            and 0 <= seed <= SEED_LIMIT:
+        return int(seed), None
+    empty = " (empty = random)" if blank is None else ""
+    return None, f"The seed must be a whole number from 0 to {SEED_LIMIT:,}{empty}; got {seed}."
 
 
 def notice_markdown(*notices):

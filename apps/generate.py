@@ -10,7 +10,7 @@ import time
 import gradio as gr
 
 from apps import common
-from models.char_lm import MAX_GENERATE, CharGenerator
+from models.char_lm import MAX_GENERATE, CharGenerator, check_sampling
 
 DEFAULT_MODEL = os.path.join("saved_models", "generate-shakespeare")
 TRAIN = "python -m trainers.generate"
@@ -38,12 +38,17 @@ def make_handler(generator):
                         temperature=float(temperature or 0.0),
                         top_k=int(top_k) if top_k else None,
                         top_p=float(top_p) if top_p and top_p < 1.0 else None)
-        seed = int(seed) if seed not in (None, "") else None
+        seed, problem = common.seed_value(seed)
+        try:
+            check_sampling(**settings)  # the sliders keep to the ranges; the HTTP API need not
+        except ValueError as error:
+            problem = problem or str(error)[:1].upper() + str(error)[1:] + "."
+        if problem:
+            yield "", common.notice_markdown(notice, problem)
+            return
         with lock:
             session = generator.start(prompt, seed=seed)
-            if session.unknown:
-                notice = " ".join(filter(None, [notice, f"{session.unknown} characters the model does not know "
-                                                         "were skipped."]))
+            notice = " ".join(filter(None, [notice, session.notice]))  # skipped characters, as start() warns
             if not prompt.strip():
                 notice = " ".join(filter(None, [notice, "Empty prompt: starting from a new line."]))
             text, shown = prompt, float("-inf")  # the first character goes out at once, then every UPDATE_EVERY

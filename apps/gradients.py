@@ -22,11 +22,14 @@ def load(directory=None):
 
 
 def compute(task, length, cells, steps, seed):
-    """`(figure, summary markdown)` for the chosen settings."""
+    """`(figure, summary markdown)` for the chosen settings (an empty seed is 0)."""
     cells = [c for c in gf.CELLS if gf.LABELS[c] in (cells or [])]
     if not cells:
         return None, common.notice_markdown("Pick at least one cell type.")
-    length, steps, seed = int(min(max(length, 2), LENGTH_LIMIT)), int(min(max(steps, 0), STEPS_LIMIT)), int(seed or 0)
+    seed, problem = common.seed_value(seed, blank=0)
+    if problem:
+        return None, common.notice_markdown(problem)
+    length, steps = int(min(max(length, 2), LENGTH_LIMIT)), int(min(max(steps, 0), STEPS_LIMIT))
     x, y = gf.make_task(task, 64, length, seed)
     curves, lines = {}, []
     for cell in cells:

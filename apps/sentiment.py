@@ -42,7 +42,8 @@ def make_handlers(classifier):
             return None, common.notice_markdown(notice, "Type or paste a review (it has no words yet).")
         with lock:
             positive = float(classifier.predict([text])[0])
-        return {"positive": positive, "negative": 1.0 - positive}, common.notice_markdown(notice)
+            unknown = classifier.notice(text)  # no word of the review is known (predict warns): a guess
+        return {"positive": positive, "negative": 1.0 - positive}, common.notice_markdown(notice, unknown)
 
     def explain(text):
         """Words with their contribution scaled to [-1, 1] (positive: towards "positive")."""

@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import tempfile
+import zipfile
 
 import keras
 
@@ -23,7 +24,8 @@ CARD_FILE = "card.json"
 
 
 class ArtifactError(FileNotFoundError):
-    """A saved-model folder is missing or incomplete (the message says what to do)."""
+    """A saved-model folder is missing, incomplete, damaged or of another task; the one-line
+    message says which and what to do. (A `FileNotFoundError` for the callers that catch that.)"""
 
 
 def write_json(path, data):
@@ -134,30 +136,65 @@ def save(directory, model, side_files=None, card=None):
     return directory
 
 
-def load(directory, side_files=()):
+def saved_config(path):
+    """The model config inside a `.keras` file (its `config.json`), read without loading weights.
+
+    Raises:
+        ArtifactError: the file is not a complete `.keras` archive (truncated, damaged, another format).
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return json.loads(archive.read("config.json"))
+    except (zipfile.BadZipFile, KeyError, ValueError, EOFError):
+        raise ArtifactError(f"{path} is damaged or truncated (not a complete .keras archive): train the model "
+                            "again or copy the file again") from None
+    except OSError as error:
+        raise ArtifactError(f"{path} is not readable ({error.strerror or error})") from None
+
+
+def check_model_class(directory, config, expected):
+    """Raise a one-line `ArtifactError` unless `config` (of `saved_config`) is a model of class
+    `expected` (or a subclass). Our model classes name their task in `TASK`, so the message says
+    which task the folder holds and which one was expected."""
+    name = config.get("registered_name") or config.get("class_name") or "unknown"
+    found = keras.saving.get_registered_object(name)
+    if isinstance(found, type) and issubclass(found, expected):
+        return
+    held = f"{getattr(found, 'TASK', 'Keras')} model ({name.split('>')[-1]})"
+    raise ArtifactError(f"{str(directory)!r} holds a {held}, not a {expected.TASK} model ({expected.__name__})")
+
+
+def load(directory, side_files=(), model_class=None):
     """Load a saved-model folder on the current backend (safe mode, `compile=False`).
 
     Args:
         directory: The folder written by `save`.
         side_files: Names of the JSON side files to read.
+        model_class: The model class the caller needs (with a `TASK` attribute), or `None` for any;
+            checked from the file's config before the weights or side files are read.
 
     Returns:
         `(model, sides, card)`: the Keras model, dict `name -> data`, and the card (`{}` if absent).
 
     Raises:
-        ArtifactError: the folder, `model.keras` or a side file is missing or unreadable.
+        ArtifactError: the folder, `model.keras` or a side file is missing, damaged or unreadable,
+            or the folder holds a model of another class (another task).
     """
     if not os.path.isdir(directory):
-        raise ArtifactError(f"no saved model at {directory!r} (expected a folder with {MODEL_FILE})")
+        raise ArtifactError(f"no saved model at {str(directory)!r} (expected a folder with {MODEL_FILE})")
     path = os.path.join(directory, MODEL_FILE)
     if not os.path.isfile(path):
-        raise ArtifactError(f"{directory!r} has no {MODEL_FILE}")
+        raise ArtifactError(f"{str(directory)!r} has no {MODEL_FILE}")
+    config = saved_config(path)
+    if model_class is not None:
+        check_model_class(directory, config, model_class)
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as error:  # noqa: BLE001 - a broken file gets a one-line message
-        raise ArtifactError(f"could not load {path}: {type(error).__name__}: {error}") from None
+        reason = (str(error).strip().splitlines() or [""])[0][:200]
+        raise ArtifactError(f"could not load {path} ({type(error).__name__}: {reason}); the file may be damaged: "
+                            "train the model again or copy the file again") from None
     sides = {name: read_json(os.path.join(directory, name)) for name in side_files}
     card_path = os.path.join(directory, CARD_FILE)
     card = read_json(card_path) if os.path.exists(card_path) else {}
     return model, sides, card
-

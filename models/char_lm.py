@@ -13,10 +13,16 @@ generator hand back each character as it comes and gives the same text for the s
 every backend. (keras_hub's samplers run their whole loop inside one compiled `while_loop`,
 which cannot yield characters as they come.)
 
+Limits: a prompt of at most `MAX_PROMPT` characters (reading one costs about 0.5 ms a character on
+a 2-core CPU, so 10,000 take some 5-10 s) and at most `MAX_GENERATE` new characters per call;
+beyond them a one-line `ValueError`. Prompt characters outside the vocabulary are skipped with an
+`UnknownTextWarning` (and `Session.notice`).
+
 References: Karpathy's char-rnn (2015) for the model and corpus; Holtzman et al. (2020) for top-p.
 """
 
 import dataclasses
+import warnings
 
 import keras
 import numpy as np
@@ -25,9 +31,11 @@ from keras import ops
 from layers import recurrent_layer_class
 from models import artifacts
 from models.compiled import compile_function
+from models.text import UnknownTextWarning, check_text
 
 CELLS = ("lstm", "gru")
 MAX_GENERATE = 20000  # characters per request: a bound, so a typo cannot keep a server busy for hours
+MAX_PROMPT = 10000  # prompt characters read: 100,000 would block for about a minute
 
 
 @dataclasses.dataclass
@@ -83,6 +91,8 @@ class CharLM(artifacts.PortableModel, keras.Model):
 
     Args: see `CharLMConfig`. Call: `model(ids (batch, time) int)` -> logits `(batch, time, vocab)`.
     """
+
+    TASK = "character generation"  # what a saved folder of this class holds (`artifacts.check_model_class`)
 
     def __init__(self, vocab_size, embedding_dim=64, units=512, layers=2, cell="lstm", dropout=0.2, rnn_impl="ours",
                  **kwargs):
@@ -180,10 +190,11 @@ class Session:
     characters give the same text as one call of 200 with the same seed.
     """
 
-    def __init__(self, generator, logits, states, seed, unknown):
+    def __init__(self, generator, logits, states, seed, unknown, notice=None):
         self.generator, self.logits, self.states = generator, logits, states
         self.rng = np.random.default_rng(seed)
         self.unknown = unknown  # prompt characters outside the vocabulary (skipped)
+        self.notice = notice  # None, or a sentence on the skipped characters (also warned)
 
     def stream(self, length, temperature=1.0, top_k=None, top_p=None):
         """Yield `length` characters one at a time (a Python generator)."""
@@ -198,6 +209,12 @@ class Session:
     def generate(self, length, temperature=1.0, top_k=None, top_p=None):
         """`length` new characters as one string."""
         return "".join(self.stream(length, temperature, top_k, top_p))
+
+
+def check_seed(seed):
+    """Raise `ValueError` with a one-line reason unless `seed` is None or a whole number >= 0."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+        raise ValueError(f"seed must be None (random) or a whole number >= 0, got {seed!r}")
 
 
 def check_sampling(length, temperature, top_k, top_p):
@@ -232,9 +249,7 @@ class CharGenerator:
     @classmethod
     def load(cls, directory):
         """Load a saved-model folder written by `save` (any backend)."""
-        model, sides, card = artifacts.load(directory, cls.side_files)
-        if not isinstance(model, CharLM):
-            raise artifacts.ArtifactError(f"{directory!r} holds a {type(model).__name__}, not a CharLM")
+        model, sides, card = artifacts.load(directory, cls.side_files, model_class=CharLM)
         return cls(model, CharVocabulary.from_json(sides["vocabulary.json"]), card)
 
     def save(self, directory, card=None):
@@ -246,11 +261,34 @@ class CharGenerator:
         return self.model.run(ids, self.model.initial_states(1), mask=mask)[1]
 
     def start(self, prompt="", seed=None):
-        """A `Session` primed with `prompt` (characters outside the vocabulary are skipped; an
-        empty prompt starts from a new line, as the corpus does after each speech)."""
-        if not isinstance(prompt, str):
-            raise TypeError(f"the prompt must be text, got {type(prompt).__name__}")
+        """A `Session` primed with `prompt`.
+
+        An empty prompt starts from a new line, as the corpus does after each speech. Characters
+        outside the vocabulary are skipped with an `UnknownTextWarning` (the session's `unknown`
+        counts them, its `notice` says which); a prompt of nothing but such characters starts from
+        a new line, with that warning.
+
+        Raises:
+            TypeError: the prompt is not a string. ValueError: it is longer than `MAX_PROMPT`
+                characters (pass its end, `prompt[-MAX_PROMPT:]`), or `seed` is not None or >= 0.
+        """
+        return self._start(prompt, seed)
+
+    def _start(self, prompt, seed, stacklevel=3):
+        """`start`; a warning points `stacklevel` frames up (the caller of the public method)."""
+        check_text(prompt, "the prompt")
+        if len(prompt) > MAX_PROMPT:
+            raise ValueError(f"the prompt has {len(prompt):,} characters; at most {MAX_PROMPT:,} (MAX_PROMPT) are "
+                             f"read: pass its end, prompt[-{MAX_PROMPT}:]")
+        check_seed(seed)
         ids, unknown = self.vocabulary.encode(prompt)
+        notice = None
+        if unknown:
+            strange = list(dict.fromkeys(c for c in prompt if c not in self.vocabulary.index))
+            skipped = ", ".join(map(repr, strange[:10])) + (", ..." if len(strange) > 10 else "")
+            notice = (f"{unknown} prompt characters the model does not know were skipped: {skipped}." if len(ids)
+                      else f"The prompt has no character the model knows ({skipped}): starting from a new line.")
+            warnings.warn(notice, UnknownTextWarning, stacklevel=stacklevel)
         if len(ids) == 0:
             ids, _ = self.vocabulary.encode("\n" if "\n" in self.vocabulary.index else self.vocabulary.chars[0])
         states = [ops.convert_to_numpy(s) for s in self.model.initial_states(1)]
@@ -260,16 +298,18 @@ class CharGenerator:
             padded[0, : len(ids) - 1], mask[0, : len(ids) - 1] = ids[:-1], True
             states = list(self.compiled_prime(padded, mask))
         logits, *states = self.compiled_step(ids[-1:], *states)  # the last one gives the next logits
-        return Session(self, ops.convert_to_numpy(logits)[0], states, seed, unknown)
+        return Session(self, ops.convert_to_numpy(logits)[0], states, seed, unknown, notice)
 
     def stream(self, prompt="", length=500, temperature=1.0, top_k=None, top_p=None, seed=None):
-        """Yield generated characters one by one after `prompt`."""
+        """Yield generated characters one by one after `prompt` (checked, and warned about, at the
+        call, as in `start`)."""
         check_sampling(length, temperature, top_k, top_p)
-        return self.start(prompt, seed).stream(length, temperature, top_k, top_p)
+        return self._start(prompt, seed).stream(length, temperature, top_k, top_p)
 
     def generate(self, prompt="", length=500, temperature=1.0, top_k=None, top_p=None, seed=None):
-        """`length` characters generated after `prompt`, as one string."""
-        return "".join(self.stream(prompt, length, temperature, top_k, top_p, seed))
+        """`length` characters generated after `prompt`, as one string (checked as in `start`)."""
+        check_sampling(length, temperature, top_k, top_p)
+        return self._start(prompt, seed).generate(length, temperature, top_k, top_p)
 
 
 def bits_per_character(nats):

@@ -9,11 +9,16 @@ al., 2017): the logit's gradient with respect to the word embeddings, averaged a
 path from an all-padding input (zero embeddings) to the review, times the embedding. The
 contributions add up to `logit(review) - logit(empty input)`, so a word's score is its share of
 the decision in logit units: positive pushes towards "positive".
+
+A review in which no word is in the vocabulary (Chinese, emoji, ...) still gets a probability,
+but it is a guess from unknown-word tokens: `predict` warns (`UnknownTextWarning`), `explain` and
+`notice` say so.
 """
 
 import dataclasses
 import html
 import re
+import warnings
 
 import keras
 import numpy as np
@@ -22,7 +27,7 @@ from keras import ops
 import layers
 from models import artifacts
 from models.compiled import compile_function
-from models.text import Vocabulary, split_words
+from models.text import RESERVED, UnknownTextWarning, Vocabulary, check_text, split_words, text_list
 
 _TAG = re.compile(r"<[^>]*>")
 
@@ -85,6 +90,8 @@ class SentimentNet(artifacts.PortableModel, keras.Model):
             `rnn_impl` picks our recurrent layers or Keras' built-ins (see `SentimentConfig`).
     """
 
+    TASK = "sentiment classification"  # what a saved folder of this class holds (`artifacts.check_model_class`)
+
     def __init__(self, vocab_size, embed_dim, units, cell="lstm", dropout=0.3, max_length=400, word_dropout=0.0,
                  rnn_impl="ours", **kwargs):
         super().__init__(**kwargs)
@@ -132,12 +139,16 @@ class SentimentClassifier:
     """
 
     side_files = ("vocabulary.json",)
+    NO_KNOWN_WORD = "None of its words is in the model's vocabulary: the probability is a guess, not a reading of it."
 
     def __init__(self, model, vocabulary, card=None):
         self.model = model
         self.vocabulary = vocabulary
         self.card = card or {}
         self.max_length = model.config.max_length
+        # Ids of known words (with a letter or digit; not [UNK]): punctuation alone tells nothing.
+        self._word_ids = np.asarray([i for i, token in enumerate(vocabulary.tokens)
+                                     if i >= len(RESERVED) and any(c.isalnum() for c in token)], "int32")
         # Compiled once per padded shape (models.compiled): eager JAX re-traces the recurrent
         # scan on every call, about 0.5 s.
         self._probabilities = compile_function(
@@ -149,7 +160,7 @@ class SentimentClassifier:
     @classmethod
     def load(cls, directory):
         """Load a saved-model folder written by `save` (any backend)."""
-        model, sides, card = artifacts.load(directory, cls.side_files)
+        model, sides, card = artifacts.load(directory, cls.side_files, model_class=SentimentNet)
         return cls(model, Vocabulary.from_json(sides["vocabulary.json"]), card)
 
     def save(self, directory, card=None):
@@ -160,8 +171,10 @@ class SentimentClassifier:
         """Token ids `(batch, time)`, zero-padded, each review truncated to `max_length`.
 
         Raises:
-            TypeError: a review is not a string. ValueError: a review has no words.
+            TypeError: `texts` is a single string, or a review is not a string. ValueError: a review
+                has no words.
         """
+        texts = text_list(texts, "review", "encode([text])")
         rows = [truncate(self.vocabulary.encode(self._tokens(text)), self.max_length) for text in texts]
         ids = np.zeros((len(rows), _bucket(max(len(r) for r in rows))), dtype="int32")  # padding is masked
         for i, row in enumerate(rows):
@@ -169,16 +182,35 @@ class SentimentClassifier:
         return ids
 
     def predict(self, texts, batch_size=64):
-        """Probability that each review is positive, `(len(texts),)` float array."""
-        if isinstance(texts, str):
-            raise TypeError("predict() takes a list of reviews; for one review use predict([text])")
-        texts = list(texts)
+        """Probability that each review is positive, `(len(texts),)` float array.
+
+        `texts` is a list of strings (a single string or a non-string item raises `TypeError`).
+        Reviews in which no word is in the vocabulary still get a probability, with an
+        `UnknownTextWarning` naming them.
+        """
+        texts = text_list(texts, "review", "predict([text])")
         if not texts:
             return np.zeros((0,), "float32")
-        probabilities = []
+        probabilities, blind = [], []
         for start in range(0, len(texts), batch_size):
-            probabilities.append(self._probabilities(self.encode(texts[start : start + batch_size])))
+            ids = self.encode(texts[start : start + batch_size])
+            blind += [start + int(i) for i in np.flatnonzero(~self._reads_a_word(ids))]
+            probabilities.append(self._probabilities(ids))
+        if blind:
+            shown = ", ".join(map(str, blind[:5])) + (", ..." if len(blind) > 5 else "")
+            warnings.warn(f"{len(blind)} of {len(texts)} reviews (index {shown}) have no word in the model's "
+                          "vocabulary: their probabilities are guesses, not readings of them", UnknownTextWarning,
+                          stacklevel=2)
         return np.concatenate(probabilities).astype("float32")
+
+    def notice(self, text):
+        """`None`, or why the probability of review `text` means little: none of its words (after
+        truncation) is in the vocabulary. For a user interface; `predict` warns instead."""
+        return None if self._reads_a_word(self.encode([text]))[0] else self.NO_KNOWN_WORD
+
+    def _reads_a_word(self, ids):
+        """`(batch,)` bool: whether each row of ids `(batch, time)` holds a known word."""
+        return np.isin(ids, self._word_ids).any(axis=1)
 
     def explain(self, text, steps=32, max_steps=1024, tolerance=0.05):
         """Each word's contribution to the decision, by integrated gradients.
@@ -195,7 +227,9 @@ class SentimentClassifier:
             dict with `words` (the display words the model read, after truncation), `scores`
             (contribution of each word to the logit; positive = towards "positive"), `logit` and
             `probability` of the review, `baseline_logit` of the empty input (zero embeddings),
-            `steps` used and `completeness_error` = `sum(scores) - (logit - baseline_logit)`.
+            `steps` used, `completeness_error` = `sum(scores) - (logit - baseline_logit)`,
+            `unknown_words` (the words read as `[UNK]`, once each) and `notice` (`None`, or why the
+            probability means little; it is also given as an `UnknownTextWarning`).
         """
         words = self._words(text)
         kept = truncate(list(range(len(words))), self.max_length)
@@ -207,6 +241,10 @@ class SentimentClassifier:
         mask = np.arange(width) < len(words)  # (width,)
         ends = np.stack([embedded, np.zeros_like(embedded)])  # the review and the baseline
         logit, baseline_logit = self._end_logits(ends, np.stack([mask, mask])).astype("float64").tolist()
+        unknown = [w for w, i in zip(words, ids[0]) if i == Vocabulary.unk_id]
+        notice = None if self._reads_a_word(ids)[0] else self.NO_KNOWN_WORD
+        if notice:
+            warnings.warn(f"explain(): {notice}", UnknownTextWarning, stacklevel=2)
         target = logit - baseline_logit
         while True:
             scores = self._path_integral(embedded, mask, steps)[: len(words)]
@@ -216,7 +254,8 @@ class SentimentClassifier:
             steps *= 2
         return {"words": words, "scores": scores.tolist(), "logit": logit,
                 "probability": 1.0 / (1.0 + np.exp(-logit)), "baseline_logit": baseline_logit,
-                "steps": steps, "completeness_error": error}
+                "steps": steps, "completeness_error": error, "unknown_words": list(dict.fromkeys(unknown)),
+                "notice": notice}
 
     def _path_integral(self, embedded, mask, steps, chunk=128):
         """Integrated gradients of the logit, `(time,)`, over `steps` midpoints from zero."""
@@ -236,9 +275,7 @@ class SentimentClassifier:
         return layers.value_and_grad(total_logit, points)[1][0]
 
     def _words(self, text):
-        if not isinstance(text, str):
-            raise TypeError(f"a review must be a string, got {type(text).__name__}")
-        words = review_words(text)
+        words = review_words(check_text(text, "a review"))
         if not words:
             raise ValueError("the review is empty: type a few words about a movie")
         return words

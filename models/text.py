@@ -7,6 +7,8 @@
 * `Vocabulary`: token <-> id with reserved ids for padding, unknown words, start and end.
 * `detokenize` + `TrueCaser`: model tokens back to normal text, so that BLEU is computed on text
   like the references (spacing around punctuation, capital letters restored).
+* `check_text`, `text_list`: the argument checks of every text entry point (one-line `TypeError`s),
+  and `UnknownTextWarning` for input the model has no vocabulary for.
 
 Everything here is task-neutral: the sentiment and character models can reuse `Vocabulary`.
 """
@@ -26,6 +28,34 @@ _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "`": "'"})
 _NO_SPACE_BEFORE = set(".,;:!?)]}%»…'")
 _NO_SPACE_AFTER = set("¿¡([{«$")
 _JOINERS = set("-/")  # "well-known", "24/7": no space on either side
+
+
+class UnknownTextWarning(UserWarning):
+    """The input is (partly) outside the model's vocabulary: no word it knows, or characters
+    skipped. The output is still computed, but is a guess rather than a reading of the input."""
+
+
+def check_text(text, what="the text"):
+    """`text` itself if it is a `str`; anything else (None, a number, a list, bytes) raises a
+    one-line `TypeError` naming `what`, rather than being translated or scored as its printed form."""
+    if not isinstance(text, str):
+        raise TypeError(f"{what} must be a string (text), got {type(text).__name__}")
+    return text
+
+
+def text_list(texts, what, one):
+    """`texts`, an iterable of strings, as a list. A single string is refused (it would be read as
+    one text per character), as are a non-iterable and an item that is not a string, each with a
+    one-line `TypeError`. `what` names one item (`"review"`); `one` says how to pass a single one."""
+    if isinstance(texts, (str, bytes)):
+        raise TypeError(f"expected a list of {what}s, got a single string; for one {what} use {one}")
+    try:
+        texts = list(texts)
+    except TypeError:
+        raise TypeError(f"expected a list of {what}s, got {type(texts).__name__}") from None
+    for i, text in enumerate(texts):
+        check_text(text, f"{what} {i}")
+    return texts
 
 
 def normalize(text):

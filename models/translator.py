@@ -17,6 +17,7 @@ Wu et al. (2016, GNMT) for the length normalisation of beam search.
 
 import contextlib
 import dataclasses
+import math
 
 import keras
 import numpy as np
@@ -25,9 +26,10 @@ from keras import ops
 from layers import BahdanauAttention, recurrent_layer_class
 from models import artifacts
 from models.compiled import compile_function
-from models.text import TrueCaser, Vocabulary, detokenize, split_words
+from models.text import TrueCaser, Vocabulary, check_text, detokenize, split_words, text_list
 
 CELLS = ("gru", "lstm")
+MAX_LENGTH_PENALTY = 2.0  # GNMT's alpha: 0 ranks by the raw score; Wu et al. (2016) tuned it within [0, 1]
 
 
 @keras.saving.register_keras_serializable(package="rnn_suite")
@@ -66,6 +68,8 @@ class Seq2SeqAttention(artifacts.PortableModel, keras.Model):
 
     Call: `model((source (batch, S) int, target_in (batch, T) int))` -> logits `(batch, T, vocab)`.
     """
+
+    TASK = "translation"  # what a saved folder of this class holds (`artifacts.check_model_class`)
 
     def __init__(self, source_vocab_size, target_vocab_size, embedding_dim=128, units=256,
                  attention_units=None, cell="gru", dropout=0.0, rnn_impl="ours", **kwargs):
@@ -249,7 +253,8 @@ def beam_search(model, source, beam_width, max_length, length_penalty=1.0):
     Args:
         model, source, max_length: As in `greedy_decode`.
         beam_width: Hypotheses kept per sentence (at most the target vocabulary size).
-        length_penalty: alpha of lp; 0 ranks by the raw score.
+        length_penalty: alpha of lp, a number from 0 (ranks by the raw score) to
+            `MAX_LENGTH_PENALTY` (2); anything else (negative, nan, inf) raises `ValueError`.
 
     Returns:
         `(tokens (batch, T), attention (batch, T, S), scores (batch,))`: the best hypothesis per
@@ -259,6 +264,7 @@ def beam_search(model, source, beam_width, max_length, length_penalty=1.0):
     vocab = model.settings["target_vocab_size"]
     if not 1 <= k <= vocab:
         raise ValueError(f"beam_width must be between 1 and {vocab}, got {beam_width!r}.")
+    check_length_penalty(length_penalty)
     limits, steps = _row_limits(max_length, n)
     encoded = model.encode_eagerly(ops.convert_to_tensor(source))
     rows = ops.convert_to_tensor(np.repeat(np.arange(n), k))  # beam b of sentence i is row i*k+b
@@ -298,6 +304,15 @@ def beam_search(model, source, beam_width, max_length, length_penalty=1.0):
     normalised = scores / ((5.0 + np.maximum(lengths, 1)) / 6.0) ** length_penalty
     best = np.argmax(normalised, axis=1)
     return history[np.arange(n), best], attention[np.arange(n), best], normalised[np.arange(n), best]
+
+
+def check_length_penalty(alpha):
+    """Raise a one-line `ValueError` unless `alpha` is a number from 0 to `MAX_LENGTH_PENALTY`:
+    a negative alpha prefers the shortest hypotheses, nan or inf make every score nan or 0."""
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(alpha) or not 0 <= alpha <= MAX_LENGTH_PENALTY:
+        raise ValueError(f"length_penalty must be a number from 0 to {MAX_LENGTH_PENALTY:g} (GNMT's alpha; 0 ranks "
+                         f"by the raw score), got {alpha!r}")
 
 
 def _log_softmax(x):
@@ -384,8 +399,12 @@ class Translator:
 
     @classmethod
     def load(cls, directory):
-        """Load a folder written by `save` (any backend). Raises `artifacts.ArtifactError`."""
-        model, sides, card = artifacts.load(directory, cls.SIDE_FILES)
+        """Load a folder written by `save` (any backend).
+
+        Raises:
+            artifacts.ArtifactError: the folder is missing, damaged or holds another task's model.
+        """
+        model, sides, card = artifacts.load(directory, cls.SIDE_FILES, model_class=Seq2SeqAttention)
         translator = cls(model, Vocabulary.from_json(sides["source_vocab.json"]),
                          Vocabulary.from_json(sides["target_vocab.json"]),
                          TrueCaser.from_json(sides["truecase.json"]), sides["translator.json"])
@@ -399,19 +418,35 @@ class Translator:
         return artifacts.save(directory, self.model, sides, card)
 
     def __call__(self, text, **options):
-        """Translate one string; see `translate`."""
-        return self.translate([text], **options)[0]
+        """Translate one string (`str`; anything else raises `TypeError`) -> one `Translation`;
+        the options are those of `translate`."""
+        return self.translate([check_text(text, "the text to translate")], **options)[0]
 
     def translate(self, texts, beam_width=1, length_penalty=None, batch_size=64):
-        """Translate a list of strings.
+        """Translate a batch: a list (or any iterable) of strings -> a list of `Translation`.
+
+        Like Keras' `predict`, this takes a batch: a single string raises `TypeError` (it would be
+        read as one sentence per character); translate one with `translator(text)`. An item that
+        is not a string (None, a number) raises `TypeError` too, rather than being translated as
+        its printed form.
 
         An empty (or blank) input gives an empty translation with a notice; an input longer than
         `max_source_length` words is truncated, with a notice; unknown words are read as `[UNK]`
         and an unknown word in the output is replaced by the source word it attends to most.
 
+        Args:
+            texts: the sentences.
+            beam_width: 1 for greedy decoding, else the beam width of `beam_search`.
+            length_penalty: GNMT's alpha for beam search, from 0 to `MAX_LENGTH_PENALTY`
+                (`ValueError` otherwise); `None` uses the model's setting.
+            batch_size: sentences decoded together.
+
         Returns:
             A list of `Translation`, in the order of `texts`.
         """
+        texts = text_list(texts, "sentence", "translator(text)")
+        if length_penalty is not None:
+            check_length_penalty(length_penalty)
         max_source = int(self.settings["max_source_length"])
         penalty = self.settings.get("length_penalty", 1.0) if length_penalty is None else length_penalty
         results, sources = [None] * len(texts), []

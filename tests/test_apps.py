@@ -18,6 +18,7 @@ import pytest
 from apps import common
 from apps import __main__ as all_demos
 from apps import generate as generate_app
+from apps import gradients as gradients_app
 from apps import sentiment as sentiment_app
 from apps import translate as translate_app
 from models.char_lm import CharGenerator, CharLM, CharVocabulary
@@ -127,6 +128,43 @@ def test_awkward_inputs_get_an_answer_or_a_friendly_notice(client, text):
     assert label is not None or "review" in notice
     generated, _ = client.predict(text, 20, 0.8, 0, 1.0, 1, api_name="/generate")
     assert isinstance(generated, str)
+
+
+def test_text_the_models_do_not_know_is_flagged(client):
+    label, notice = client.predict("映画はとても良かった 🎬", api_name="/classify")
+    assert label is not None and "vocabulary" in notice and "guess" in notice  # the probability, and why it is weak
+    _, notice = client.predict("a great film 映画", api_name="/classify")
+    assert notice == ""  # one known word: no notice
+    generated, notice = client.predict("漢字☃", 20, 0.8, 0, 1.0, 1, api_name="/generate")
+    assert generated.startswith("漢字☃") and len(generated) == 3 + 20  # the prompt, then the new characters
+    assert "no character the model knows" in notice and "new line" in notice
+    generated, notice = client.predict("ROMEO: 漢", 20, 0.8, 0, 1.0, 1, api_name="/generate")
+    assert generated.startswith("ROMEO: 漢") and "1 prompt characters" in notice and "'漢'" in notice
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32])
+def test_out_of_range_seed_gets_a_notice_not_a_bare_error(client, model_dirs, seed):
+    generated, notice = client.predict("ROMEO:\n", 20, 0.8, 0, 1.0, seed, api_name="/generate")
+    assert generated == "" and "seed must be a whole number from 0 to 4,294,967,295" in notice
+    plot, summary = client.predict("adding", 20, ["LSTM"], 0, seed, api_name="/gradients")
+    assert plot is None and "seed must be a whole number" in summary
+    # the handlers themselves, as the UI calls them
+    handler = generate_app.make_handler(generate_app.load(str(model_dirs / "generate-shakespeare")))
+    (text, notice), = list(handler("ROMEO:\n", 20, 0.8, 0, 1.0, seed))
+    assert text == "" and "seed" in notice
+    assert gradients_app.compute("adding", 20, ["LSTM"], 0, seed)[0] is None
+    assert gradients_app.compute("adding", 20, ["LSTM"], 0, None)[0] is not None  # empty: seed 0
+
+
+def test_sampling_settings_out_of_the_sliders_range_get_a_notice(client, model_dirs):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="less than minimum"):  # Gradio checks its sliders' ranges itself
+        client.predict("ROMEO:\n", 20, 0.8, -3, 1.0, 1, api_name="/generate")
+    handler = generate_app.make_handler(generate_app.load(str(model_dirs / "generate-shakespeare")))
+    for settings in ((0.8, -3, 1.0), (-1.0, 0, 1.0), (0.8, 0, -0.5)):  # temperature, top_k, top_p
+        (text, notice), = list(handler("ROMEO:\n", 20, *settings, 1))
+        assert text == "" and notice.startswith("⚠") and "must be" in notice
 
 
 def test_long_input_is_truncated_with_a_notice(client):
