@@ -291,7 +291,7 @@ def test_cli_evaluate_scores_a_saved_model(saved, tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--evaluate", "--model", "/nonexistent/model", "--test-file", "x.tsv"], "no saved model"),
+        (["--evaluate", "--model", "/nonexistent/model", "--test-file", "GOOD"], "no saved model"),
         (["--evaluate", "--model", "MODEL", "--test-file", "/nonexistent.tsv"], "does not exist"),
         (["--evaluate", "--model", "MODEL", "--test-file", "GARBLED"], "line 2"),
         (["--evaluate", "--model", "MODEL", "--test-file", "BINARY"], "UTF-8"),
@@ -304,8 +304,9 @@ def test_cli_evaluate_scores_a_saved_model(saved, tmp_path, capsys):
 def test_cli_errors_are_one_line_and_non_zero(argv, message, saved, tmp_path, capsys):
     (tmp_path / "garbled.tsv").write_text("a b\tB a\nno tab here\n", encoding="utf-8")
     (tmp_path / "binary.tsv").write_bytes(b"\xff\xfe\x00garbage\tx\n")
+    (tmp_path / "good.tsv").write_text("a b\tB a\n", encoding="utf-8")  # the file is checked before the model
     replace = {"MODEL": str(saved), "GARBLED": str(tmp_path / "garbled.tsv"),
-               "BINARY": str(tmp_path / "binary.tsv")}
+               "BINARY": str(tmp_path / "binary.tsv"), "GOOD": str(tmp_path / "good.tsv")}
     code, out, err = run_cli([replace.get(a, a) for a in argv], capsys)
     assert code != 0
     lines = err.strip().splitlines()
