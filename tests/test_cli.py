@@ -230,3 +230,58 @@ def test_declared_gradio_has_the_launch_arguments_the_apps_use():
     source = (ROOT / "apps" / "common.py").read_text()
     used = {keyword for keyword in ("theme", "css") if re.search(rf"launch\([^)]*\b{keyword}=", source, re.S)}
     assert used <= set(inspect.signature(gradio.Blocks.launch).parameters)
+
+
+# --- corpora in the Keras cache ---------------------------------------------------------------------------
+
+def tiny_corpus(tmp_path, monkeypatch):
+    """A one-file zip 'corpus' in a fresh Keras cache under `tmp_path`."""
+    import zipfile
+
+    from trainers import data
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    (tmp_path / "datasets").mkdir()
+    with zipfile.ZipFile(tmp_path / "datasets" / "tiny.zip", "w") as archive:
+        archive.writestr("tiny/a.txt", "first")
+    monkeypatch.setitem(data.CORPORA, "tiny", data.Corpus("tiny.zip", "http://localhost:9/tiny.zip", None, "tiny/a.txt"))
+    return data
+
+
+def test_a_corpus_is_extracted_once_not_on_every_call(tmp_path, monkeypatch):
+    """keras.utils.get_file(extract=True) rewrites the whole extraction on every call (100,000 IMDB
+    files), under the feet of other processes reading it."""
+    data = tiny_corpus(tmp_path, monkeypatch)
+    path = data.corpus_file("tiny")
+    assert open(path).read() == "first"
+    with open(path, "w") as handle:
+        handle.write("changed")  # a second call must not extract again
+    assert open(data.corpus_file("tiny")).read() == "changed"
+    archive = tmp_path / "datasets" / "tiny.zip"
+    os.utime(archive, (1, 1))  # a new archive (other time stamp) is extracted again
+    assert open(data.corpus_file("tiny")).read() == "first"
+
+
+def test_corpus_fetching_is_one_process_at_a_time(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    data = tiny_corpus(tmp_path, monkeypatch)
+    inside, overlaps, real_get_file = [0], [], keras.utils.get_file
+
+    def slow_get_file(*args, **kwargs):
+        inside[0] += 1
+        overlaps.append(inside[0])
+        time.sleep(0.2)
+        try:
+            return real_get_file(*args, **kwargs)
+        finally:
+            inside[0] -= 1
+
+    monkeypatch.setattr(keras.utils, "get_file", slow_get_file)
+    threads = [threading.Thread(target=data.corpus_file, args=("tiny",)) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert overlaps == [1]  # the first extracts; the others wait, then find the marker

@@ -41,23 +41,92 @@ CORPORA = {
 def corpus_file(name):
     """Local path of the data file of corpus `name`, downloading the archive if it is not cached.
 
+    `keras.utils.get_file(..., extract=True)` extracts the archive again on every call: 100,000
+    IMDB files rewritten each time a trainer starts, under the feet of any other process reading
+    them (two test workers, a trainer and a test). Here one process at a time fetches and extracts
+    (a lock file in the cache), and a marker written after a complete extraction, naming the
+    archive's size and time, lets later calls skip both.
+
     Raises:
         RuntimeError: with a one-line explanation when the archive is neither cached nor reachable.
     """
     import keras  # imported here: data.py must not fix the backend for callers that only parse
 
     corpus = CORPORA[name]
+    cache = _keras_cache()
+    with _cache_lock(cache, corpus.fname):
+        extracted = _extracted_folder(cache, corpus) if corpus.extract else None
+        if extracted is None:
+            try:
+                path = keras.utils.get_file(corpus.fname, corpus.origin, file_hash=corpus.sha256,
+                                            extract=corpus.extract, cache_dir=os.path.dirname(cache))
+            except Exception as error:  # noqa: BLE001 - any download failure gets the same advice
+                raise RuntimeError(
+                    f"could not get {corpus.fname} from {corpus.origin} ({type(error).__name__}); offline, "
+                    f"copy it into {cache}/ first"
+                ) from None
+            if not corpus.extract:
+                return path
+            extracted = path
+            _write_marker(os.path.join(os.path.dirname(path), corpus.fname), extracted)
+    return os.path.join(extracted, corpus.member)
+
+
+_MARKER = ".rnn-suite-extracted"
+
+
+def _keras_cache():
+    """`$KERAS_HOME/datasets` (default `~/.keras/datasets`), read at each call: the folder given
+    to `keras.utils.get_file` (which by default reads `KERAS_HOME` once, when Keras is imported)."""
+    return os.path.join(os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras"), "datasets")
+
+
+def _archive_stamp(archive):
+    status = os.stat(archive)
+    return f"{status.st_size} {int(status.st_mtime)}"
+
+
+def _extracted_folder(cache, corpus):
+    """Keras' extraction folder of `corpus` if our marker says it holds a complete extraction of
+    the archive as it is now, else `None`."""
+    archive = os.path.join(cache, corpus.fname)
+    folder = os.path.join(cache, corpus.fname.split(".")[0] + "_extracted")  # get_file's name for it
     try:
-        path = keras.utils.get_file(
-            corpus.fname, corpus.origin, file_hash=corpus.sha256, extract=corpus.extract
-        )
-    except Exception as error:  # noqa: BLE001 - any download failure gets the same advice
-        cache = os.path.join(os.environ.get("KERAS_HOME", "~/.keras"), "datasets")
-        raise RuntimeError(
-            f"could not get {corpus.fname} from {corpus.origin} ({type(error).__name__}); offline, "
-            f"copy it into {cache}/ first"
-        ) from None
-    return os.path.join(path, corpus.member) if corpus.extract else path
+        with open(os.path.join(folder, _MARKER), encoding="utf-8") as handle:
+            return folder if handle.read().strip() == _archive_stamp(archive) else None
+    except OSError:
+        return None
+
+
+def _write_marker(archive, folder):
+    try:
+        with open(os.path.join(folder, _MARKER), "w", encoding="utf-8") as handle:
+            handle.write(_archive_stamp(archive))
+    except OSError:  # a read-only cache: the next call extracts again, as Keras alone would
+        pass
+
+
+class _cache_lock:
+    """An exclusive lock on `<cache>/.<fname>.lock` for the `with` block (POSIX `flock`; where
+    there is none, or the cache is not writable, no lock)."""
+
+    def __init__(self, cache, fname):
+        self.path, self.handle = os.path.join(cache, f".{fname}.lock"), None
+
+    def __enter__(self):
+        try:
+            import fcntl
+
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            self.handle = open(self.path, "a")
+            fcntl.flock(self.handle, fcntl.LOCK_EX)
+        except (ImportError, OSError):
+            self.handle = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.handle is not None:
+            self.handle.close()  # releases the lock
 
 
 def file_sha256(path):
@@ -240,7 +309,8 @@ def tfds_builder(name, corpus, manual_name, replace_checksum_of=None):
         os.makedirs(manual, exist_ok=True)
         target = os.path.join(manual, manual_name)
         if not os.path.exists(target):
-            os.symlink(keras.utils.get_file(CORPORA[corpus].fname, CORPORA[corpus].origin), target)
+            os.symlink(keras.utils.get_file(CORPORA[corpus].fname, CORPORA[corpus].origin,
+                                            cache_dir=os.path.dirname(_keras_cache())), target)
         if replace_checksum_of:
             local = checksums.compute_url_info(target)
             infos = dict(type(builder).url_infos or {})
