@@ -3,7 +3,9 @@
 - `models.translator`: `Seq2SeqAttention`, greedy and beam-search decoding, `Translator`.
 - `models.sentiment`: `SentimentNet`, `SentimentClassifier`.
 - `models.char_lm`: `CharLM`, `CharGenerator`.
-- `models.text`: normalisation, tokenisation, `Vocabulary`, `TrueCaser`, `detokenize`.
+- `models.gradient_flow`: the adding and recall tasks and the gradient-norm probes of the lab.
+- `models.text`: normalisation, tokenisation, `Vocabulary`, `TrueCaser`, `detokenize`, text checks.
+- `models.compiled`: `compile_function`, one compiled inference function per backend.
 - `models.artifacts`: saved-model folders (`model.keras`, JSON side files, `card.json`).
 
 `import models` imports the three task modules, which registers every class our `.keras` files

@@ -1,6 +1,6 @@
 """Saved-model folders: `model.keras`, JSON side files (vocabularies, tokenizers) and `card.json`.
 
-Layout (DESIGN.md, "A saved model"):
+Layout (docs/DESIGN.md, "A saved model"):
 
     saved_models/<name>/model.keras    the Keras model, without optimizer state (smaller, and a
                                        compiled torch optimizer would not load on other backends)

@@ -1,6 +1,14 @@
 """`python -m trainers.<task>`: corpus loading, input pipeline, fit, evaluate, save.
 
+- `trainers.translate`: Spanish <-> English translation (BLEU and chrF on the test split).
+- `trainers.sentiment`: IMDB sentiment classification.
+- `trainers.generate`: the character-level Shakespeare language model.
+- `trainers.gradients`: the gradient-flow lab (plots and results.json, no saved model).
+- `trainers.cli`: the shared flags, `RunCheckpoints` (checkpoints, `--resume`, the card's training
+  record) and one-line errors.
 - `trainers.data`: corpora through the Keras cache, deduplication, leak-free splits.
-- `trainers.cli`: the shared flags, callbacks and one-line errors.
-- `trainers.translate`: the translator.
+- `trainers.batching`: length-bucketed batches and `fit_input`, the one way batches reach `fit`.
+- `trainers.devices`: `--rnn-impl`, `--precision` and `--data-parallel`.
+- `trainers.word_vectors`: PPMI-SVD word vectors (the sentiment embedding's start).
+- `trainers.averaging`: tail weight averaging (sentiment).
 """

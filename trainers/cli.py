@@ -1,6 +1,6 @@
 """What every trainer shares: the flags, the training callbacks and one-line errors.
 
-Flags (DESIGN.md, "Command-line conventions"): `--epochs --batch-size --units --seed --out
+Flags (docs/DESIGN.md, "Command-line conventions"): `--epochs --batch-size --units --seed --out
 --max-examples --quick --resume --evaluate --model`; each trainer adds its own (a test-file flag
 for `--evaluate`, model sizes, ...). Import this module before Keras: it sets the environment
 variables that must be set before TensorFlow or Gradio load.

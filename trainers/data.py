@@ -3,7 +3,7 @@
 Each corpus is one `Corpus` entry (canonical origin, checksum, the file inside the archive) and one
 small parser, so the IMDB and Shakespeare loaders slot in beside `load_spa_eng`. On a machine with
 internet `keras.utils.get_file` downloads the archive on first use; offline it finds the copy in
-`$KERAS_HOME/datasets` (see shared/data/SOURCES.md).
+`$KERAS_HOME/datasets` (see docs/DATA.md).
 """
 
 import collections.abc
@@ -271,7 +271,7 @@ class TextFiles(collections.abc.Sequence):
 
 def _load_imdb_tfds(unlabelled=False, max_unlabelled=None):
     """`imdb_reviews` from TFDS, prepared offline from the Keras cache when needed. The shared
-    copy of the archive is a repack (see SOURCES.md), so TFDS is told its checksum."""
+    copy of the archive is a repack (see docs/DATA.md), so TFDS is told its checksum."""
     import tensorflow_datasets as tfds
 
     builder = tfds_builder("imdb_reviews", "imdb", CORPORA["imdb"].fname, replace_checksum_of=IMDB_TFDS_URL)
