@@ -7,8 +7,7 @@ A tab whose model is missing says how to train it; the other tabs work.
 
 import gradio as gr
 
-from apps import common
-from apps import generate, gradients, sentiment, translate
+from apps import common, generate, gradients, sentiment, translate
 
 DEMOS = {"Translate": translate, "Sentiment": sentiment, "Generate": generate, "Gradients": gradients}
 

@@ -118,7 +118,8 @@ def parser(description, default_model):
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=None, help="port (default: Gradio's, 7860 or the next free one)")
-    p.add_argument("--share", action="store_true", help="also publish a temporary public gradio.live link (off by default)")
+    p.add_argument("--share", action="store_true",
+                   help="also publish a temporary public gradio.live link (off by default)")
     if default_model is not None:
         p.add_argument("--model", default=default_model, help=f"saved-model folder (default {default_model})")
     return p

@@ -150,7 +150,8 @@ def main(argv=None):
     for r in rows:
         if r["rnn_impl"] != "ours":
             continue
-        k = next(o for o in rows if o["rnn_impl"] == "keras" and all(o[f] == r[f] for f in ("backend", "case", "precision")))
+        k = next(o for o in rows
+                 if o["rnn_impl"] == "keras" and all(o[f] == r[f] for f in ("backend", "case", "precision")))
         print(f"| {r['backend']} | {r['device']} | {r['case']} | {r['precision']} | {r['samples_per_s']:.0f} "
               f"| {k['samples_per_s']:.0f} | {r['samples_per_s'] / k['samples_per_s']:.2f} "
               f"| {r['tflops']:.3f} ({100 * r['tflops'] / r['peak_tflops']:.0f}%) "

@@ -69,6 +69,7 @@ def matmul_peak_gflops(n=2048):
 
 def keras_model(kind, ours, masked):
     import keras
+
     import layers
 
     layer_cls = getattr(layers, kind) if ours else getattr(keras.layers, kind)
@@ -140,7 +141,8 @@ def child(repeats):
             print(json.dumps(row), flush=True)
         if backend == "torch":
             train, infer = time_torch_reference(kind, repeats)
-            print(json.dumps({"backend": "torch.nn", "kind": kind, "masked": False, "ref_train_s": train, "ref_infer_s": infer}), flush=True)
+            print(json.dumps({"backend": "torch.nn", "kind": kind, "masked": False, "ref_train_s": train,
+                              "ref_infer_s": infer}), flush=True)
 
 
 def run_backends(backends, repeats):
@@ -178,7 +180,8 @@ def format_table(rows):
             gflops = recurrent_gflop(r["kind"], True) / r["ref_train_s"]
             lines.append(
                 f"| torch.nn (reference) | {r['kind']} | no | {BATCH / r['ref_train_s']:.0f} | | "
-                f"| {BATCH / r['ref_infer_s']:.0f} | | | {gflops:.1f} ({100 * gflops / peaks['torch']:.0f}% of {peaks['torch']:.0f}) |"
+                f"| {BATCH / r['ref_infer_s']:.0f} | | | "
+                f"{gflops:.1f} ({100 * gflops / peaks['torch']:.0f}% of {peaks['torch']:.0f}) |"
             )
     return "\n".join(lines)
 

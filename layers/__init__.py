@@ -1,8 +1,8 @@
 """Building blocks, `keras.ops` only: recurrent cells and layers, and Bahdanau attention."""
 
 from layers.attention import BahdanauAttention
-from layers.cells import GRUCell, LSTMCell, RecurrentCell, SimpleRNNCell
 from layers.autodiff import value_and_grad
+from layers.cells import GRUCell, LSTMCell, RecurrentCell, SimpleRNNCell
 from layers.pooling import MaskedMeanMaxPooling
 from layers.recurrent import GRU, LSTM, Recurrent, SimpleRNN, recurrent_layer_class, run_recurrence
 

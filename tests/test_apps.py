@@ -15,8 +15,8 @@ import keras
 import numpy as np
 import pytest
 
-from apps import common
 from apps import __main__ as all_demos
+from apps import common
 from apps import generate as generate_app
 from apps import gradients as gradients_app
 from apps import sentiment as sentiment_app
@@ -118,7 +118,8 @@ def test_generate_endpoint_streams(client):
 
 # --- awkward inputs --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text", ["", "   ", "\x00\x07\x1b[31m", "🙂🎬🍿", "Это был отличный фильм", "映画は素晴らしい"])
+@pytest.mark.parametrize("text", ["", "   ", "\x00\x07\x1b[31m", "🙂🎬🍿", "Это был отличный фильм",
+                                  "映画は素晴らしい"])
 def test_awkward_inputs_get_an_answer_or_a_friendly_notice(client, text):
     translation, _, notice = client.predict(text, "spa-eng", "beam search", 5, api_name="/translate")
     assert isinstance(translation, str)

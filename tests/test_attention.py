@@ -1,9 +1,9 @@
 """Bahdanau attention: the score formula, masking of padded source positions, the one-step path
 used in decoding, gradients and serialisation."""
 
+import keras
 import numpy as np
 import pytest
-import keras
 from keras import ops
 
 import layers

@@ -9,7 +9,6 @@ import os
 import pathlib
 import re
 import sys
-import tomllib
 
 import keras
 import numpy as np
@@ -17,6 +16,8 @@ import pytest
 
 from trainers import cli
 from trainers.batching import LengthBatches, fit_input, pad
+
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -51,7 +52,8 @@ def test_fit_input_reshuffles_every_pass_as_keras_does():
         return pad([[1] * lengths[i] for i in rows]), np.zeros((len(rows), 1), "float32")
 
     batches = LengthBatches(lengths, make_batch, batch_size=4, seed=0)
-    model = keras.Sequential([keras.layers.Embedding(4, 2), keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(1)])
+    model = keras.Sequential([keras.layers.Embedding(4, 2), keras.layers.GlobalAveragePooling1D(),
+                              keras.layers.Dense(1)])
     model.compile("sgd", "mse")
     model.fit(fit_input(batches), epochs=2, verbose=0)
     epochs = seen[-16:-8], seen[-8:]  # TensorFlow reads two batches more first, for their shapes
@@ -184,7 +186,8 @@ def test_help_names_the_default_output_folder(task, capsys):
     with pytest.raises(SystemExit):
         importlib.import_module(f"trainers.{task}").build_parser().parse_args(["--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    assert "(default None" not in help_text and re.search(r"--out OUT saved-model folder to write \(default saved_models/", help_text)
+    assert "(default None" not in help_text
+    assert re.search(r"--out OUT saved-model folder to write \(default saved_models/", help_text)
 
 
 # --- the install ---------------------------------------------------------------------------------------------
@@ -205,8 +208,9 @@ def test_every_third_party_import_of_the_suite_is_a_declared_dependency():
     for package in ("layers", "models", "trainers", "apps"):  # what `pip install rnn-suite` must run
         for path in (ROOT / package).glob("*.py"):
             for node in ast.walk(ast.parse(path.read_text())):
+                absolute_from = isinstance(node, ast.ImportFrom) and node.module and not node.level
                 names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                         else [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else [])
+                         else [node.module] if absolute_from else [])
                 for name in names:
                     top = name.split(".")[0]
                     if top in ours or top in sys.stdlib_module_names or top in ("jax", "torch"):  # backends: extras
@@ -244,7 +248,8 @@ def tiny_corpus(tmp_path, monkeypatch):
     (tmp_path / "datasets").mkdir()
     with zipfile.ZipFile(tmp_path / "datasets" / "tiny.zip", "w") as archive:
         archive.writestr("tiny/a.txt", "first")
-    monkeypatch.setitem(data.CORPORA, "tiny", data.Corpus("tiny.zip", "http://localhost:9/tiny.zip", None, "tiny/a.txt"))
+    corpus = data.Corpus("tiny.zip", "http://localhost:9/tiny.zip", None, "tiny/a.txt")
+    monkeypatch.setitem(data.CORPORA, "tiny", corpus)
     return data
 
 

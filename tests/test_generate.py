@@ -7,9 +7,10 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import run_on_other_backend
 from models.char_lm import CharGenerator, CharLM, CharVocabulary, check_sampling, sample
 from trainers import generate as trainer
+
+from helpers import run_on_other_backend
 
 TEXT = "to be or not to be, that is the question.\n" * 4
 

@@ -36,7 +36,8 @@ def test_first_step_gradient_at_initialisation_on_the_adding_problem():
 
 def test_clipping_bounds_the_global_norm():
     x, y = gf.make_task("adding", 512, 30, seed=0)
-    probe = gf.make_probe("simple_rnn", "adding", units=16, recurrent_initializer=keras.initializers.Orthogonal(gain=3.0))
+    probe = gf.make_probe("simple_rnn", "adding", units=16,
+                          recurrent_initializer=keras.initializers.Orthogonal(gain=3.0))
     history = gf.train_probe(probe, x, y, steps=6, batch_size=16, learning_rate=0.05, clipnorm=1.0, optimizer="sgd")
     assert max(history["grad_norm"]) > 10  # explodes
     assert max(history["clipped_norm"]) <= 1.0 + 1e-6

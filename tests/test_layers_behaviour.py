@@ -1,14 +1,14 @@
 """Our recurrent layers beyond equality: stateful runs, dropout in training, configs,
 `.keras` save/load (also under another backend) and clear errors for bad arguments."""
 
+import keras
 import numpy as np
 import pytest
-import keras
 from keras import ops
 
 import layers
-from helpers import run_on_other_backend
 
+from helpers import run_on_other_backend
 
 
 def small_model(seed=0):
@@ -109,7 +109,8 @@ def test_keras_file_loads_under_another_backend(tmp_path):
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"units": 0}, "units"), ({"units": 4, "dropout": 1.5}, "dropout"), ({"units": 4, "recurrent_dropout": -0.1}, "recurrent_dropout")],
+    [({"units": 0}, "units"), ({"units": 4, "dropout": 1.5}, "dropout"),
+     ({"units": 4, "recurrent_dropout": -0.1}, "recurrent_dropout")],
 )
 def test_bad_arguments_raise_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):

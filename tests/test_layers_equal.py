@@ -6,9 +6,9 @@ with respect to the inputs and every weight (within 1e-4). The built-ins run the
 (`use_cudnn=False`), which processes every step, so all steps are compared.
 """
 
+import keras
 import numpy as np
 import pytest
-import keras
 from keras import ops
 
 import layers

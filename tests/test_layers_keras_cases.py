@@ -15,9 +15,9 @@ eligibility checks of Keras' fused cuDNN path fail: `Bidirectional` takes that p
 instances of Keras' own `LSTM`/`GRU` only, which ours are not (we have no cuDNN path).
 """
 
+import keras
 import numpy as np
 import pytest
-import keras
 from absl.testing import parameterized
 from keras import ops
 from keras.src import testing

@@ -15,12 +15,13 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import run_on_other_backend
 from models import artifacts
 from models.char_lm import MAX_PROMPT, CharGenerator, CharLM, CharVocabulary
 from models.sentiment import SentimentClassifier, SentimentNet
 from models.text import RESERVED, TrueCaser, UnknownTextWarning, Vocabulary
 from models.translator import MAX_LENGTH_PENALTY, Seq2SeqAttention, Translator, beam_search
+
+from helpers import run_on_other_backend
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAVED = os.path.join(ROOT, "saved_models")

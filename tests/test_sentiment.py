@@ -8,6 +8,7 @@ from keras import ops
 
 from models.sentiment import SentimentClassifier, SentimentNet, clean_review, review_words, truncate
 from models.text import Vocabulary
+
 from helpers import run_on_other_backend
 
 POSITIVE, NEGATIVE = ["great", "wonderful", "superb"], ["awful", "boring", "terrible"]
@@ -50,7 +51,8 @@ def test_tiny_model_learns_synthetic_sentiment(trained):
 def test_padding_does_not_change_prediction(trained):
     ids = trained.encode(["the movie was superb and the plot great ."])
     padded = np.concatenate([ids, np.zeros((1, 9), "int32")], axis=1)
-    np.testing.assert_allclose(ops.convert_to_numpy(trained.model(padded)), ops.convert_to_numpy(trained.model(ids)), atol=1e-5)
+    np.testing.assert_allclose(ops.convert_to_numpy(trained.model(padded)), ops.convert_to_numpy(trained.model(ids)),
+                               atol=1e-5)
 
 
 def test_html_is_stripped():

@@ -5,17 +5,17 @@ every backend; the split never leaks; the CLI fails with one clear line."""
 import json
 import os
 
+import keras
 import numpy as np
 import pytest
-import keras
 from keras import ops
 
 from models import artifacts
 from models.text import RESERVED, TrueCaser, Vocabulary
-from models.translator import (Seq2SeqAttention, Translator, beam_search, greedy_decode, masked_accuracy,
-                               masked_loss)
+from models.translator import Seq2SeqAttention, Translator, beam_search, greedy_decode, masked_accuracy, masked_loss
 from trainers import cli, data
 from trainers import translate as trainer
+
 from helpers import OTHER_BACKENDS, run_on_other_backend
 
 SYMBOLS = ["a", "b", "c", "d", "e", "f"]  # ids 4..9 in both vocabularies

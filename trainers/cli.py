@@ -83,7 +83,8 @@ def parser(prog, description, defaults, quick, notes=None):
     p.add_argument("--model", help="saved-model folder for --evaluate")
     # Devices and precision: applied by trainers.devices.setup.
     p.add_argument("--rnn-impl", choices=["ours", "keras"], default="ours",
-                   help="recurrent layers: ours (layers/) or Keras' built-ins, cuDNN on a GPU; same weights (default ours)")
+                   help="recurrent layers: ours (layers/) or Keras' built-ins, cuDNN on a GPU; same weights "
+                        "(default ours)")
     p.add_argument("--precision", choices=PRECISIONS, default="float32",
                    help="Keras dtype policy (default float32; the mixed ones pay off on a GPU)")
     p.add_argument("--data-parallel", action="store_true",

@@ -10,8 +10,8 @@
                               on TensorFlow; PyTorch is not supported (Keras 3 does not drive torch's
                               DistributedDataParallel, which needs one process per device)
 
-The flags are defined in `cli.parser`. `setup(args)` applies them before the model is built, prints the backend, the devices and the
-precision, and returns what the model card records.
+The flags are defined in `cli.parser`. `setup(args)` applies them before the model is built, prints
+the backend, the devices and the precision, and returns what the model card records.
 """
 
 import contextlib
@@ -19,6 +19,7 @@ import contextlib
 import keras
 
 from trainers import cli
+
 
 def list_devices():
     """The devices the backend sees, as `"kind:index (name)"` strings, accelerators first."""

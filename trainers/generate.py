@@ -122,7 +122,8 @@ def text_loss(model, ids, streams=32, chunk=256):
         y = np.zeros((streams, chunk), "int32")
         mask = np.zeros((streams, chunk), bool)
         width = min(chunk, per - start)
-        x[:, :width], y[:, :width], mask[:, :width] = inputs[:, start : start + width], targets[:, start : start + width], True
+        x[:, :width], y[:, :width] = inputs[:, start : start + width], targets[:, start : start + width]
+        mask[:, :width] = True
         nll, *states = step(x, y, mask, *states)
         total += float(nll)
     return total / (streams * per)
@@ -181,7 +182,8 @@ def train(args):
 
     scope, hardware = devices.setup(args)
     with scope:  # --data-parallel (TensorFlow) builds the model inside its strategy
-        model = CharLM(len(vocabulary), args.embedding_dim, args.units, args.layers, args.cell, args.dropout, args.rnn_impl)
+        model = CharLM(len(vocabulary), args.embedding_dim, args.units, args.layers, args.cell, args.dropout,
+                       args.rnn_impl)
         model.build()
         schedule = keras.optimizers.schedules.CosineDecay(args.learning_rate, args.epochs * len(train_data), alpha=0.05)
         model.compile(keras.optimizers.Adam(schedule, clipnorm=args.clipnorm),

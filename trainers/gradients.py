@@ -58,7 +58,8 @@ def measure(task, length, cell, args):
     initial = gf.hidden_gradient_norms(probe, probe_x, probe_y)
     start = time.perf_counter()
     history = gf.train_probe(probe, x, y, args.steps, args.batch_size, args.learning_rate, args.clipnorm, args.seed)
-    return {"initial_norms": initial.tolist(), "trained_norms": gf.hidden_gradient_norms(probe, probe_x, probe_y).tolist(),
+    trained = gf.hidden_gradient_norms(probe, probe_x, probe_y)
+    return {"initial_norms": initial.tolist(), "trained_norms": trained.tolist(),
             "score": probe.score(eval_x, eval_y), "loss": history["loss"], "grad_norm": history["grad_norm"],
             "seconds": round(time.perf_counter() - start, 1)}
 
@@ -105,8 +106,9 @@ def main(argv=None):
             cells = {cell: measure(task, length, cell, args) for cell in args.cells}
             results["tasks"].setdefault(task, {})[str(length)] = cells
             for when in ("initial", "trained"):
+                moment = "at initialisation" if when == "initial" else f"after {args.steps} steps"
                 gf.plot_gradient_norms({gf.LABELS[c]: r[f"{when}_norms"] for c, r in cells.items()},
-                                       f"{task}, length {length}, {'at initialisation' if when == 'initial' else f'after {args.steps} steps'}",
+                                       f"{task}, length {length}, {moment}",
                                        os.path.join(args.out, f"{task}-{length}-{when}.png"))
             print(f"{task} length {length}: " + "; ".join(
                 f"{gf.LABELS[c]} |dL/dh_0| {r['initial_norms'][0]:.2e} -> {r['trained_norms'][0]:.2e}, "
@@ -114,8 +116,9 @@ def main(argv=None):
     results["exploding"] = exploding(args)
     plot_clipping(results["exploding"], os.path.join(args.out, "clipping.png"))
     for label, run in results["exploding"]["runs"].items():
-        print(f"exploding SimpleRNN, {label}: largest gradient norm {max(run['grad_norm'], default=float('nan')):.3g}, "
-              f"final loss {run['loss'][-1] if run['loss'] else float('nan'):.3g}" + (", diverged" if run["diverged"] else ""))
+        largest, final = max(run["grad_norm"], default=float("nan")), run["loss"][-1] if run["loss"] else float("nan")
+        print(f"exploding SimpleRNN, {label}: largest gradient norm {largest:.3g}, final loss {final:.3g}"
+              + (", diverged" if run["diverged"] else ""))
     results["seconds"] = round(time.time() - started, 1)
     with open(os.path.join(args.out, "results.json"), "w") as handle:
         json.dump(results, handle, indent=1)

@@ -68,7 +68,8 @@ def build_parser():
                         "(--source keras only; default 5, 1 with --quick: all words)")
     p.add_argument("--max-length", type=cli.positive_int, help="words read per review (default 400)")
     p.add_argument("--dropout", type=float, help="dropout before the output layer (default 0.5)")
-    p.add_argument("--word-dropout", type=float, help="fraction of words dropped from each training review (default 0.25)")
+    p.add_argument("--word-dropout", type=float,
+                   help="fraction of words dropped from each training review (default 0.25)")
     p.add_argument("--learning-rate", type=cli.positive_float,
                    help="initial Adam learning rate, cosine-decayed to 5%% (default 0.002)")
     p.add_argument("--clipnorm", type=cli.positive_float, help="gradient clipping norm (default 1.0)")

@@ -11,10 +11,10 @@ the detokenised, cased output against the raw references (default 13a tokenisati
 case-sensitive); a source with several translations is scored against all of them.
 """
 
+from trainers import cli  # noqa: I001 - first: sets environment variables read when Keras/TensorFlow load
+
 import os
 import time
-
-from trainers import cli  # first: sets environment variables read when Keras/TensorFlow load
 
 import keras
 import numpy as np
@@ -185,7 +185,8 @@ def read_test_file(path):
                     continue
                 fields = [f.strip() for f in line.rstrip("\n").split("\t")]
                 if len(fields) < 2 or not fields[0] or not all(fields[1:]):
-                    raise cli.UsageError(f"{path} line {number}: expected 'source<TAB>reference', got {line.strip()[:60]!r}")
+                    raise cli.UsageError(f"{path} line {number}: expected 'source<TAB>reference', "
+                                         f"got {line.strip()[:60]!r}")
                 pairs.extend((fields[0], ref) for ref in fields[1:])
     except UnicodeDecodeError:
         raise cli.UsageError(f"test file {path!r} is not UTF-8 text") from None
@@ -239,7 +240,8 @@ def train(args):
         model.build()
         # Cosine decay to 5% over the planned epochs: the last epochs refine instead of bouncing.
         schedule = keras.optimizers.schedules.CosineDecay(args.learning_rate, args.epochs * len(train_data), alpha=0.05)
-        model.compile(keras.optimizers.Adam(schedule, clipnorm=args.clipnorm), loss=masked_loss, metrics=[masked_accuracy])
+        model.compile(keras.optimizers.Adam(schedule, clipnorm=args.clipnorm), loss=masked_loss,
+                      metrics=[masked_accuracy])
     callbacks = checkpoints.callbacks(args.patience)
     fit_start = time.time()
     # shuffle=False: the batches shuffle themselves each epoch (Keras would only reorder them again)
@@ -253,7 +255,8 @@ def train(args):
     translator = Translator(model, source_vocab, target_vocab, truecaser, settings)
     tuning = {}
     if args.length_penalty is None and args.beam_width > 1:
-        translator.settings["length_penalty"], tuning = tune_length_penalty(translator, validation_pairs, args.beam_width)
+        translator.settings["length_penalty"], tuning = tune_length_penalty(translator, validation_pairs,
+                                                                            args.beam_width)
     elif args.length_penalty is not None:
         translator.settings["length_penalty"] = args.length_penalty
     sources, streams = group_references(test_pairs)
