@@ -159,7 +159,8 @@ class RunCheckpoints:
             raise UsageError(f"{args.out} holds the checkpoints of an interrupted run: add --resume to continue "
                              f"it, or delete {self.folder} to start afresh")
         if earlier is not None:
-            changed = [f"--{k.replace('_', '-')} {earlier['settings'].get(k)!r} (now {v!r})"
+            changed = [f"{'KERAS_BACKEND' if k == 'backend' else '--' + k.replace('_', '-')} "
+                       f"{earlier['settings'].get(k)!r} (now {v!r})"
                        for k, v in self.settings.items() if earlier["settings"].get(k) != v]
             if changed:
                 raise UsageError(f"--resume: the checkpoint in {self.folder} was made with other settings: "
@@ -180,11 +181,10 @@ class RunCheckpoints:
             return None
 
     def _write_run(self):
-        temporary = self.run_path + ".tmp"
-        with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump({"settings": self.settings, "sessions": self.sessions,
-                       "epoch_seconds": self.epoch_seconds}, handle, indent=1)
-        os.replace(temporary, self.run_path)
+        from models.artifacts import write_json  # atomic; imported late: Keras loads after cli
+
+        write_json(self.run_path, {"settings": self.settings, "sessions": self.sessions,
+                                   "epoch_seconds": self.epoch_seconds})
 
     def callbacks(self, patience, monitor="val_loss"):
         """Callbacks for `fit`: resumable, early-stopping training that remembers its best weights.
@@ -209,7 +209,7 @@ class RunCheckpoints:
                 checkpoints.epoch_seconds[str(epoch)] = round(time.time() - self.started, 1)
                 checkpoints._write_run()
 
-        best_so_far = _best_logged(self.log_path, monitor) if self.resume else None
+        best_so_far = min(_logged_history(self.log_path).get(monitor, []), default=None) if self.resume else None
         return [
             keras.callbacks.BackupAndRestore(os.path.join(self.folder, "backup")),
             keras.callbacks.ModelCheckpoint(self.best_path, monitor=monitor, save_best_only=True,
@@ -260,16 +260,6 @@ def default_out(args, name):
     if args.out is None:
         args.out = os.path.join("runs", f"{name}-quick") if args.quick else os.path.join("saved_models", name)
     return args.out
-
-
-def _best_logged(log_path, monitor):
-    """Lowest `monitor` value in a CSVLogger file, or `None`."""
-    try:
-        with open(log_path, newline="", encoding="utf-8") as handle:
-            values = [float(row[monitor]) for row in csv.DictReader(handle) if row.get(monitor)]
-    except (OSError, ValueError, KeyError):
-        return None
-    return min(values) if values else None
 
 
 def run(main, argv=None):

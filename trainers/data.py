@@ -59,7 +59,7 @@ def corpus_file(name):
         if extracted is None:
             try:
                 path = keras.utils.get_file(corpus.fname, corpus.origin, file_hash=corpus.sha256,
-                                            extract=corpus.extract, cache_dir=os.path.dirname(cache))
+                                            extract=corpus.extract, cache_dir=_keras_home())
             except Exception as error:  # noqa: BLE001 - any download failure gets the same advice
                 raise RuntimeError(
                     f"could not get {corpus.fname} from {corpus.origin} ({type(error).__name__}); offline, "
@@ -75,10 +75,14 @@ def corpus_file(name):
 _MARKER = ".rnn-suite-extracted"
 
 
+def _keras_home():
+    """`$KERAS_HOME` (default `~/.keras`), read at each call (Keras reads it once, at import)."""
+    return os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+
+
 def _keras_cache():
-    """`$KERAS_HOME/datasets` (default `~/.keras/datasets`), read at each call: the folder given
-    to `keras.utils.get_file` (which by default reads `KERAS_HOME` once, when Keras is imported)."""
-    return os.path.join(os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras"), "datasets")
+    """`<_keras_home()>/datasets`: the folder given to `keras.utils.get_file`."""
+    return os.path.join(_keras_home(), "datasets")
 
 
 def _archive_stamp(archive):
@@ -301,8 +305,7 @@ def tfds_builder(name, corpus, manual_name, replace_checksum_of=None):
     import tensorflow_datasets as tfds
     from tensorflow_datasets.core.download import checksums
 
-    data_dir = os.environ.get("TFDS_DATA_DIR") or os.path.join(
-        os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras")), "tensorflow_datasets")
+    data_dir = os.environ.get("TFDS_DATA_DIR") or os.path.join(_keras_home(), "tensorflow_datasets")
     builder = tfds.builder(name, data_dir=data_dir)
     if not builder.is_prepared():
         manual = os.path.join(data_dir, "downloads", "manual")
@@ -310,7 +313,7 @@ def tfds_builder(name, corpus, manual_name, replace_checksum_of=None):
         target = os.path.join(manual, manual_name)
         if not os.path.exists(target):
             os.symlink(keras.utils.get_file(CORPORA[corpus].fname, CORPORA[corpus].origin,
-                                            cache_dir=os.path.dirname(_keras_cache())), target)
+                                            cache_dir=_keras_home()), target)
         if replace_checksum_of:
             local = checksums.compute_url_info(target)
             infos = dict(type(builder).url_infos or {})
