@@ -10,7 +10,7 @@ import time
 import gradio as gr
 
 from apps import common
-from models.char_lm import MAX_GENERATE, CharGenerator, check_sampling
+from models.generator import MAX_GENERATE, CharGenerator, check_sampling
 
 DEFAULT_MODEL = os.path.join("saved_models", "generate-shakespeare")
 TRAIN = "python -m trainers.generate"

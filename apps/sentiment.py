@@ -12,7 +12,8 @@ import sys
 import gradio as gr
 
 from apps import common
-from models.sentiment import SentimentClassifier, review_tokens
+from models.classifier import SentimentClassifier
+from models.text import review_tokens
 
 DEFAULT_MODEL = os.path.join("saved_models", "sentiment-imdb")
 TRAIN = "python -m trainers.sentiment"

@@ -22,7 +22,7 @@ PROMPT = "ROMEO:\nWhat light through yonder window breaks?\n"
 def child(model_dir, length, repeats):
     import keras
 
-    from models.char_lm import CharGenerator
+    from models.generator import CharGenerator
 
     generator = CharGenerator.load(model_dir)
     "".join(generator.stream(PROMPT, length=20, seed=0))  # compile the prime and the step

@@ -40,9 +40,9 @@ def build(case, rnn_impl):
     rng = np.random.default_rng(0)
     c = CASES[case]
     if case == "translate":
-        from models.translator import Seq2SeqAttention, masked_loss
+        from models.seq2seq import Seq2SeqAttention, Seq2SeqConfig, masked_loss
 
-        model = Seq2SeqAttention(15000, 8000, 128, 256, cell="gru", rnn_impl=rnn_impl)
+        model = Seq2SeqAttention(Seq2SeqConfig(source_vocab_size=15000, target_vocab_size=8000, rnn_impl=rnn_impl))
         x = (rng.integers(4, 15000, (c["batch"], c["source"])), rng.integers(4, 8000, (c["batch"], c["target"])))
         y = rng.integers(4, 8000, (c["batch"], c["target"]))
         b, s, t, u, e, v = c["batch"], c["source"], c["target"], 256, 128, 8000
@@ -52,17 +52,17 @@ def build(case, rnn_impl):
         forward = 2 * b * macs
         loss = masked_loss
     elif case == "sentiment":
-        from models.sentiment import SentimentNet
+        from models.sentiment import SentimentNet, SentimentNetConfig
 
-        model = SentimentNet(20000, 128, 64, rnn_impl=rnn_impl)
+        model = SentimentNet(SentimentNetConfig(vocab_size=20000, rnn_impl=rnn_impl))
         x = rng.integers(4, 20000, (c["batch"], c["time"]))
         y = rng.integers(0, 2, (c["batch"], 1)).astype("float32")
         forward = 2 * c["batch"] * c["time"] * 2 * 4 * 64 * (128 + 64)
         loss = keras.losses.BinaryCrossentropy(from_logits=True)
     else:
-        from models.char_lm import CharLM
+        from models.char_lm import CharLM, CharLMConfig
 
-        model = CharLM(65, 64, 512, 2, "lstm", rnn_impl=rnn_impl)
+        model = CharLM(CharLMConfig(vocab_size=65, rnn_impl=rnn_impl))
         x = rng.integers(0, 65, (c["batch"], c["time"]))
         y = rng.integers(0, 65, (c["batch"], c["time"]))
         forward = 2 * c["batch"] * c["time"] * (4 * 512 * (64 + 512) + 4 * 512 * 1024 + 512 * 65)

@@ -4,11 +4,10 @@
     a_tj = softmax_j(score(s_t, h_j)) over the real (unpadded) source positions j
     c_t  = sum_j a_tj h_j
 
-`W1 h_j` does not depend on the query, so `project_keys` computes it once per source sentence;
-`attend` then scores any number of queries against it. Training passes all decoder outputs of a
-sentence as queries at once (teacher forcing, as in the TensorFlow NMT-with-attention tutorial);
-step-by-step decoding calls `step` with one query per sentence, reusing the projected keys and a
-precomputed additive mask.
+`W1 h_j` does not depend on the query, so `project_keys` can compute it once per source sentence
+and `call(..., keys=...)` reuses it. Training passes all decoder outputs of a sentence as queries
+at once (teacher forcing, as in the TensorFlow NMT-with-attention tutorial); step-by-step decoding
+calls the same layer with one query per sentence.
 
 Reference: D. Bahdanau, K. Cho, Y. Bengio, "Neural Machine Translation by Jointly Learning to Align
 and Translate", ICLR 2015.
@@ -36,6 +35,7 @@ class BahdanauAttention(keras.layers.Layer):
         values: `(batch, source_time, value_dim)`, the encoder outputs h_j.
         values_mask: optional `(batch, source_time)` boolean, `True` at real source positions.
             (Not named `mask`: Keras would fill `mask` with the *query's* mask.)
+        keys: optional `project_keys(values)`, `(batch, source_time, units)`.
 
     Returns:
         `(context, weights)`: `(batch, [target_time,] value_dim)` and
@@ -66,10 +66,15 @@ class BahdanauAttention(keras.layers.Layer):
         """`W1 h_j` for every source position: `(batch, source_time, value_dim) -> (..., units)`."""
         return ops.matmul(values, self.key_kernel)
 
-    def attend(self, query, keys, values, values_mask=None):
-        """Attention of `query (batch, target_time, query_dim)` over precomputed `keys`
-        (`project_keys(values)`). Returns `(context (batch, target_time, value_dim),
-        weights (batch, target_time, source_time))`."""
+    def call(self, query, values, values_mask=None, keys=None):
+        """Attention of `query` over `values`; `keys` is `project_keys(values)` when the caller
+        already has it (step-by-step decoding projects the source once, then calls this once per
+        output word). One path for a single step and for all target steps at once."""
+        single_step = len(query.shape) == 2
+        if single_step:
+            query = query[:, None, :]  # (batch, 1, query_dim)
+        if keys is None:
+            keys = self.project_keys(values)  # (batch, source_time, units)
         projected_query = ops.matmul(query, self.query_kernel)  # (batch, target_time, units)
         hidden = ops.tanh(keys[:, None, :, :] + projected_query[:, :, None, :])  # (b, tt, st, units)
         # Scores and softmax in float32 also under a mixed-precision policy: -1e9 and the
@@ -83,35 +88,11 @@ class BahdanauAttention(keras.layers.Layer):
         else:
             weights = ops.softmax(scores, axis=-1)
         context = ops.matmul(ops.cast(weights, values.dtype), values)  # (batch, target_time, value_dim)
-        return context, weights
-
-    def score_bias(self, values_mask):
-        """Additive score mask for `step`: `(batch, source_time)`, 0 at real positions and -1e9
-        on padding (exp(-1e9) is exactly 0 in float32, so padding gets exactly zero weight)."""
-        return ops.where(ops.cast(values_mask, "bool"), 0.0, -1e9)
-
-    def step(self, query, keys, values, score_bias):
-        """`attend` for one decoder step with fewer operations (decoding runs it eagerly once per
-        output word): `query (batch, query_dim)`, precomputed `keys` and `score_bias`.
-        Returns `(context (batch, value_dim), weights (batch, source_time))`. Needs at least one
-        real source position per row."""
-        projected_query = ops.matmul(query, self.query_kernel)  # (batch, units)
-        hidden = ops.tanh(keys + projected_query[:, None, :])  # (batch, source_time, units)
-        scores = ops.cast(ops.matmul(hidden, self.score_kernel), "float32") + score_bias  # (batch, S)
-        weights = ops.softmax(scores, axis=-1)
-        context = ops.einsum("bs,bsd->bd", ops.cast(weights, values.dtype), values)
-        return context, weights  # (batch, value_dim), (batch, S)
-
-    def call(self, query, values, values_mask=None):
-        single_step = len(query.shape) == 2
-        if single_step:
-            query = query[:, None, :]  # (batch, 1, query_dim)
-        context, weights = self.attend(query, self.project_keys(values), values, values_mask)
         if single_step:
             return context[:, 0], weights[:, 0]
         return context, weights
 
-    def compute_output_shape(self, query_shape, values_shape):
+    def compute_output_shape(self, query_shape, values_shape, values_mask_shape=None, keys_shape=None):
         prefix = tuple(query_shape[:-1])
         return prefix + (values_shape[-1],), prefix + (values_shape[1],)
 

@@ -70,7 +70,8 @@ def run_recurrence(
     states = list(initial_states)
     backend = keras.backend.backend()
     fast_path = not _FORCE_GENERIC_LOOP
-    if unroll or (backend == "torch" and fast_path):
+    # One step (step-by-step decoding calls the layer on one token at a time) needs no loop.
+    if unroll or (fast_path and (xs.shape[0] == 1 or backend == "torch")):
         # torch's scan is a Python loop too; unstack/stack keeps the backward pass to one
         # gradient buffer instead of a full-size one per indexed step (2x faster training).
         history = []

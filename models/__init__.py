@@ -1,23 +1,35 @@
-"""One module per task: the Keras model, its tokenizer/vocabulary and inference, plus save/load.
+"""The networks of the three tasks and what serves them: text in, text out, saved folders.
 
-- `models.translator`: `Seq2SeqAttention`, greedy and beam-search decoding, `Translator`.
-- `models.sentiment`: `SentimentNet`, `SentimentClassifier`.
-- `models.char_lm`: `CharLM`, `CharGenerator`.
-- `models.gradient_flow`: the adding and recall tasks and the gradient-norm probes of the lab.
-- `models.text`: normalisation, tokenisation, `Vocabulary`, `TrueCaser`, `detokenize`, text checks.
-- `models.compiled`: `compile_function`, one compiled inference function per backend.
-- `models.artifacts`: saved-model folders (`model.keras`, JSON side files, `card.json`).
+Per task, the network (a Keras model taking one config dataclass) and the object that serves it:
 
-`import models` imports the three task modules, which registers every class our `.keras` files
+- translation: `models.seq2seq` (`Seq2SeqAttention`, `Seq2SeqConfig`, the masked loss), decoded by
+  `models.decoding` (greedy, beam search, `CompiledDecoding`), served by `models.translator`
+  (`Translator`: strings in, strings out).
+- sentiment: `models.sentiment` (`SentimentNet`, `SentimentNetConfig`), served by
+  `models.classifier` (`SentimentClassifier`: probabilities and explanations).
+- generation: `models.char_lm` (`CharLM`, `CharLMConfig`, `CharVocabulary`), served by
+  `models.generator` (`CharGenerator`, sampling, streaming `Session`s).
+- gradient lab: `models.gradient_flow` (the adding and recall tasks and the gradient-norm probes).
+
+Shared: `models.config` (the config dataclasses' fields: defaults, help, `--quick` values),
+`models.text` (normalisation, tokenisation, `Vocabulary`, `TrueCaser`, `detokenize`, review text,
+text checks), `models.compiled` (`compile_function`, one compiled inference function per backend;
+`bucket`, padded lengths) and `models.artifacts` (saved-model folders: `model.keras`, JSON side
+files, `card.json`).
+
+`import models` imports the three network modules, which registers every class our `.keras` files
 name (`rnn_suite>Seq2SeqAttention`, ...) with Keras: after it, `keras.saving.load_model(path,
 compile=False)` loads any of our saved models on any backend. (Keras imports only its own packages
-by itself when it meets a class name.) The task modules import Keras, layers/ and NumPy, nothing
+by itself when it meets a class name.) These modules import Keras, layers/ and NumPy, nothing
 else, and do no work at import.
 """
 
-from models import char_lm, sentiment, translator  # noqa: F401 - registers the saved classes
-from models.char_lm import CharGenerator, CharLM
-from models.sentiment import SentimentClassifier, SentimentNet
-from models.translator import Seq2SeqAttention, Translator
+from models import char_lm, sentiment, seq2seq  # noqa: F401 - registers the saved classes
+from models.char_lm import CharLM
+from models.classifier import SentimentClassifier
+from models.generator import CharGenerator
+from models.sentiment import SentimentNet
+from models.seq2seq import Seq2SeqAttention
+from models.translator import Translator
 
 __all__ = ["CharGenerator", "CharLM", "Seq2SeqAttention", "SentimentClassifier", "SentimentNet", "Translator"]

@@ -74,14 +74,18 @@ def _cpu_name():
 
 
 class PortableModel:
-    """Mixin for our subclassed models.
+    """Mixin for our subclassed models, which take one config dataclass (`models.config`).
 
-    * `build()` needs no input shape (every weight's shape follows from the settings), so a saved
+    * `get_config` stores that config, and `from_config` makes the model from it again (accepting
+      the older field names of the config's `RENAMED`), so a saved model rebuilds itself.
+    * `build()` needs no input shape (every weight's shape follows from the config), so a saved
       model is rebuilt by calling it.
     * The config carries no dtype policy: a model trained under `mixed_float16` or
       `mixed_bfloat16` (whose weights are float32 anyway) loads under the policy of the loading
       process, float32 by default, and runs on a CPU. The card records the training precision.
     """
+
+    CONFIG = None  # the model's config dataclass
 
     def get_build_config(self):
         return {"input_shape": None}
@@ -92,7 +96,12 @@ class PortableModel:
     def get_config(self):
         config = super().get_config()
         config.pop("dtype", None)
-        return config
+        return {**config, **self.config.to_dict()}
+
+    @classmethod
+    def from_config(cls, config):
+        settings, rest = cls.CONFIG.from_dict(config)
+        return cls(settings, **rest)
 
 
 def rebuild(model, **settings):

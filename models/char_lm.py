@@ -1,28 +1,17 @@
-"""Character-level language model built from our recurrent layers, and streaming generation.
+"""Character-level language model built from our recurrent layers.
 
-    ids (batch, time) -> Embedding -> [our LSTM|GRU, return_sequences -> Dropout] x layers
+    ids (batch, time) -> Embedding -> Dropout -> [our LSTM|GRU -> Dropout] x num_layers
       -> Dense(vocab): logits of the next character at every step
 
-Training reads long windows with the targets shifted by one character (`call`). Generation does
-not re-read a sliding window for each new character the way the TensorFlow tutorial's
-`OneStep` does: the network is recurrent, so it primes its state with the prompt once (`run`) and
-then costs one step per character (`step`), the cells called directly. Both are compiled once
-per backend (`models.compiled`), and the next character is drawn on the host from the 60-odd
-logits with temperature, top-k and top-p and a seeded NumPy generator, which lets a Python
-generator hand back each character as it comes and gives the same text for the same seed on
-every backend. (keras_hub's samplers run their whole loop inside one compiled `while_loop`,
-which cannot yield characters as they come.)
+`run` is the network, written once: training reads long windows with the targets shifted by one
+character (`call`), scoring carries the state from window to window, and generation
+(`models.generator`) primes the state with the prompt and then feeds one character at a time
+(`step`), all through the same layers.
 
-Limits: a prompt of at most `MAX_PROMPT` characters (reading one costs about 0.5 ms a character on
-a 2-core CPU, so 10,000 take some 5-10 s) and at most `MAX_GENERATE` new characters per call;
-beyond them a one-line `ValueError`. Prompt characters outside the vocabulary are skipped with an
-`UnknownTextWarning` (and `Session.notice`).
-
-References: Karpathy's char-rnn (2015) for the model and corpus; Holtzman et al. (2020) for top-p.
+Reference: Karpathy's char-rnn (2015) for the model and corpus.
 """
 
 import dataclasses
-import warnings
 
 import keras
 import numpy as np
@@ -30,25 +19,23 @@ from keras import ops
 
 from layers import recurrent_layer_class
 from models import artifacts
-from models.compiled import compile_function
-from models.text import UnknownTextWarning, check_text
-
-CELLS = ("lstm", "gru")
-MAX_GENERATE = 20000  # characters per request: a bound, so a typo cannot keep a server busy for hours
-MAX_PROMPT = 10000  # prompt characters read: 100,000 would block for about a minute
+from models.config import Config, cell_setting, rnn_impl_setting, setting
 
 
 @dataclasses.dataclass
-class CharLMConfig:
-    """Hyperparameters of `CharLM` (the trainer's defaults live in trainers/generate.py)."""
+class CharLMConfig(Config):
+    """Hyperparameters of `CharLM` (a trainer extends them: `trainers.generate`)."""
 
-    vocab_size: int
-    embedding_dim: int = 64
-    units: int = 512
-    layers: int = 2
-    cell: str = "lstm"  # "lstm" or "gru"
-    dropout: float = 0.2
-    rnn_impl: str = "ours"  # "ours" (layers/) or "keras" (Keras' built-ins: cuDNN on a GPU); same weights
+    RENAMED = {"layers": "num_layers"}  # the name before 2026-11 (it shadowed the `layers` package)
+
+    vocab_size: int = setting(1, "characters in the vocabulary; from the data", flag=False)
+    embedding_dim: int = setting(64, "character embedding size", quick=16)
+    units: int = setting(512, "recurrent units per layer", quick=64)
+    num_layers: int = setting(2, "stacked recurrent layers", quick=1, aliases=("--layers",))
+    cell: str = cell_setting("lstm")
+    dropout: float = setting(0.2, "dropout after the embedding and each recurrent layer, in training",
+                             kind="fraction")
+    rnn_impl: str = rnn_impl_setting()
 
 
 class CharVocabulary:
@@ -89,58 +76,51 @@ class CharVocabulary:
 class CharLM(artifacts.PortableModel, keras.Model):
     """Stacked recurrent language model over character ids.
 
-    Args: see `CharLMConfig`. Call: `model(ids (batch, time) int)` -> logits `(batch, time, vocab)`.
+    Args: `config`, a `CharLMConfig`. Call: `model(ids (batch, time) int)` -> logits
+    `(batch, time, vocab)`.
     """
 
     TASK = "character generation"  # what a saved folder of this class holds (`artifacts.check_model_class`)
+    CONFIG = CharLMConfig
 
-    def __init__(self, vocab_size, embedding_dim=64, units=512, layers=2, cell="lstm", dropout=0.2, rnn_impl="ours",
-                 **kwargs):
+    def __init__(self, config, **kwargs):
         super().__init__(**kwargs)
-        if cell not in CELLS:
-            raise ValueError(f"cell must be one of {list(CELLS)}, got {cell!r}")
-        self.config = CharLMConfig(vocab_size, embedding_dim, units, layers, cell, dropout, rnn_impl)
-        rnn = recurrent_layer_class(cell, rnn_impl)
-        self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")
-        self.rnns = [rnn(units, return_sequences=True, return_state=True, name=f"{cell}_{i}") for i in range(layers)]
-        self.drop = keras.layers.Dropout(dropout, name="dropout")
-        self.head = keras.layers.Dense(vocab_size, name="head", dtype="float32")  # float32 logits under mixed precision
+        self.config = c = CharLMConfig.of(config)
+        rnn = recurrent_layer_class(c.cell, c.rnn_impl)
+        self.embedding = keras.layers.Embedding(c.vocab_size, c.embedding_dim, name="embedding")
+        self.rnns = [rnn(c.units, return_sequences=True, return_state=True, name=f"{c.cell}_{i}")
+                     for i in range(c.num_layers)]
+        self.dropout = keras.layers.Dropout(c.dropout, name="dropout")
+        self.head = keras.layers.Dense(c.vocab_size, name="head", dtype="float32")  # float32 logits, mixed precision
 
     @property
     def states_per_layer(self):
         return 2 if self.config.cell == "lstm" else 1
 
     def initial_states(self, batch):
-        """Zero states, flat: `layers * states_per_layer` tensors `(batch, units)`."""
+        """Zero states, flat: `num_layers * states_per_layer` tensors `(batch, units)`."""
         dtype = self.rnns[0].compute_dtype
-        return [ops.zeros((batch, self.config.units), dtype) for _ in range(self.config.layers * self.states_per_layer)]
+        return [ops.zeros((batch, self.config.units), dtype) for _ in range(len(self.rnns) * self.states_per_layer)]
 
-    def run(self, ids, states, mask=None, training=False):
-        """`ids (batch, time)`, flat `states` -> `(logits (batch, time, vocab), final flat states)`.
-        Steps where `mask (batch, time)` is False leave the states unchanged."""
-        x = self.drop(self.embedding(ids), training=training)  # (batch, time, embedding_dim)
+    def run(self, ids, states=None, mask=None, training=False):
+        """`ids (batch, time)` from flat `states` (`None`: zeros) -> `(logits (batch, time, vocab),
+        final flat states)`. Steps where `mask (batch, time)` is False leave the states unchanged."""
+        x = self.dropout(self.embedding(ids), training=training)  # (batch, time, embedding_dim)
         k, final = self.states_per_layer, []
         for i, rnn in enumerate(self.rnns):
-            x, *layer_states = rnn(x, initial_state=list(states[i * k : (i + 1) * k]), mask=mask, training=training)
-            x = self.drop(x, training=training)  # (batch, time, units)
+            initial = None if states is None else list(states[i * k : (i + 1) * k])
+            x, *layer_states = rnn(x, initial_state=initial, mask=mask, training=training)
+            x = self.dropout(x, training=training)  # (batch, time, units)
             final += layer_states
         return self.head(x), final
 
     def call(self, ids, training=False):
-        x = self.drop(self.embedding(ids), training=training)
-        for rnn in self.rnns:
-            x = self.drop(rnn(x, training=training)[0], training=training)  # (batch, time, units)
-        return self.head(x)  # (batch, time, vocab)
+        return self.run(ids, training=training)[0]  # (batch, time, vocab)
 
     def step(self, ids, *states):
-        """One character: `ids (batch,)`, flat states -> `(logits (batch, vocab), *new flat states)`.
-        Calls the cells directly (inference only: no dropout)."""
-        x = ops.take(self.embedding.embeddings, ids, axis=0)  # (batch, embedding_dim)
-        k, new = self.states_per_layer, []
-        for i, rnn in enumerate(self.rnns):
-            x, layer_states = rnn.cell.call(x, list(states[i * k : (i + 1) * k]))  # (batch, units)
-            new += layer_states
-        return (self.head(x), *new)
+        """One character: `ids (batch,)`, flat states -> `(logits (batch, vocab), *new flat states)`."""
+        logits, states = self.run(ids[:, None], states)
+        return (logits[:, 0], *states)
 
     def build(self, input_shape=None):
         c = self.config
@@ -151,165 +131,6 @@ class CharLM(artifacts.PortableModel, keras.Model):
             width = c.units
         self.head.build((None, None, c.units))
         self.built = True
-
-    def get_config(self):
-        return {**super().get_config(), **dataclasses.asdict(self.config)}
-
-
-def sample(logits, rng, temperature=1.0, top_k=None, top_p=None):
-    """One id drawn from `logits (vocab,)`.
-
-    `temperature` 0 is argmax; `top_k` keeps the k most likely ids; `top_p` keeps the smallest set
-    of most likely ids whose probabilities add up to at least p (nucleus sampling).
-    """
-    logits = np.asarray(logits, dtype="float64")
-    if temperature <= 0:
-        return int(np.argmax(logits))
-    z = logits / temperature
-    if top_k is not None and 0 < top_k < len(z):
-        z = np.where(z < np.partition(z, -top_k)[-top_k], -np.inf, z)
-    p = np.exp(z - z.max())
-    p /= p.sum()
-    if top_p is not None and top_p < 1.0:
-        order = np.argsort(-p, kind="stable")
-        before = np.cumsum(p[order]) - p[order]  # probability of the ids ranked above each one
-        p[order[before >= top_p]] = 0.0
-        p /= p.sum()
-    return int(min(np.searchsorted(np.cumsum(p), rng.random() * p.sum(), side="right"), len(p) - 1))
-
-
-def _bucket(n, smallest=16):
-    """`n` rounded up to a power of two (at least `smallest`): few prompt shapes to compile."""
-    return max(smallest, 1 << (max(n, 1) - 1).bit_length())
-
-
-class Session:
-    """A generation in progress: the recurrent state after everything read or written so far.
-
-    Calling `stream`/`generate` again continues where the last call stopped, so two calls of 100
-    characters give the same text as one call of 200 with the same seed.
-    """
-
-    def __init__(self, generator, logits, states, seed, unknown, notice=None):
-        self.generator, self.logits, self.states = generator, logits, states
-        self.rng = np.random.default_rng(seed)
-        self.unknown = unknown  # prompt characters outside the vocabulary (skipped)
-        self.notice = notice  # None, or a sentence on the skipped characters (also warned)
-
-    def stream(self, length, temperature=1.0, top_k=None, top_p=None):
-        """Yield `length` characters one at a time (a Python generator)."""
-        check_sampling(length, temperature, top_k, top_p)
-        vocabulary, step = self.generator.vocabulary, self.generator.compiled_step
-        for _ in range(length):
-            token = sample(self.logits, self.rng, temperature, top_k, top_p)
-            logits, *self.states = step(np.asarray([token], "int32"), *self.states)  # states stay tensors
-            self.logits = ops.convert_to_numpy(logits)[0]
-            yield vocabulary.chars[token]
-
-    def generate(self, length, temperature=1.0, top_k=None, top_p=None):
-        """`length` new characters as one string."""
-        return "".join(self.stream(length, temperature, top_k, top_p))
-
-
-def check_seed(seed):
-    """Raise `ValueError` with a one-line reason unless `seed` is None or a whole number >= 0."""
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
-        raise ValueError(f"seed must be None (random) or a whole number >= 0, got {seed!r}")
-
-
-def check_sampling(length, temperature, top_k, top_p):
-    """Raise `ValueError` with a one-line reason for out-of-range generation settings."""
-    if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or not 0 <= length <= MAX_GENERATE:
-        raise ValueError(f"length must be a whole number from 0 to {MAX_GENERATE}, got {length!r}")
-    if not isinstance(temperature, (int, float)) or not 0 <= temperature <= 100:
-        raise ValueError(f"temperature must be a number from 0 to 100, got {temperature!r}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
-        raise ValueError(f"top_k must be a positive whole number or None, got {top_k!r}")
-    if top_p is not None and (not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
-        raise ValueError(f"top_p must be in (0, 1] or None, got {top_p!r}")
-
-
-class CharGenerator:
-    """A trained `CharLM` with its vocabulary: prompt in, characters out as they are generated.
-
-    Args:
-        model: a built `CharLM`.
-        vocabulary: the `CharVocabulary` it was trained with.
-        card: the model card (metrics, settings), shown by the apps.
-    """
-
-    side_files = ("vocabulary.json",)
-
-    def __init__(self, model, vocabulary, card=None):
-        self.model, self.vocabulary, self.card = model, vocabulary, card or {}
-        variables = model.weights
-        self.compiled_step = compile_function(model.step, variables, to_numpy=False)
-        self.compiled_prime = compile_function(self._prime, variables)
-
-    @classmethod
-    def load(cls, directory):
-        """Load a saved-model folder written by `save` (any backend)."""
-        model, sides, card = artifacts.load(directory, cls.side_files, model_class=CharLM)
-        return cls(model, CharVocabulary.from_json(sides["vocabulary.json"]), card)
-
-    def save(self, directory, card=None):
-        """Write `model.keras`, `vocabulary.json` and `card.json` to `directory`."""
-        return artifacts.save(directory, self.model, {"vocabulary.json": self.vocabulary.to_json()}, card)
-
-    def _prime(self, ids, mask):
-        """Final flat states after reading `ids (1, time)` where `mask` is True (right padding)."""
-        return self.model.run(ids, self.model.initial_states(1), mask=mask)[1]
-
-    def start(self, prompt="", seed=None):
-        """A `Session` primed with `prompt`.
-
-        An empty prompt starts from a new line, as the corpus does after each speech. Characters
-        outside the vocabulary are skipped with an `UnknownTextWarning` (the session's `unknown`
-        counts them, its `notice` says which); a prompt of nothing but such characters starts from
-        a new line, with that warning.
-
-        Raises:
-            TypeError: the prompt is not a string. ValueError: it is longer than `MAX_PROMPT`
-                characters (pass its end, `prompt[-MAX_PROMPT:]`), or `seed` is not None or >= 0.
-        """
-        return self._start(prompt, seed)
-
-    def _start(self, prompt, seed, stacklevel=3):
-        """`start`; a warning points `stacklevel` frames up (the caller of the public method)."""
-        check_text(prompt, "the prompt")
-        if len(prompt) > MAX_PROMPT:
-            raise ValueError(f"the prompt has {len(prompt):,} characters; at most {MAX_PROMPT:,} (MAX_PROMPT) are "
-                             f"read: pass its end, prompt[-{MAX_PROMPT}:]")
-        check_seed(seed)
-        ids, unknown = self.vocabulary.encode(prompt)
-        notice = None
-        if unknown:
-            strange = list(dict.fromkeys(c for c in prompt if c not in self.vocabulary.index))
-            skipped = ", ".join(map(repr, strange[:10])) + (", ..." if len(strange) > 10 else "")
-            notice = (f"{unknown} prompt characters the model does not know were skipped: {skipped}." if len(ids)
-                      else f"The prompt has no character the model knows ({skipped}): starting from a new line.")
-            warnings.warn(notice, UnknownTextWarning, stacklevel=stacklevel)
-        if len(ids) == 0:
-            ids, _ = self.vocabulary.encode("\n" if "\n" in self.vocabulary.index else self.vocabulary.chars[0])
-        states = [ops.convert_to_numpy(s) for s in self.model.initial_states(1)]
-        if len(ids) > 1:  # read all but the last character at once, padded to a bucket length
-            width = _bucket(len(ids) - 1)
-            padded, mask = np.zeros((1, width), "int32"), np.zeros((1, width), bool)
-            padded[0, : len(ids) - 1], mask[0, : len(ids) - 1] = ids[:-1], True
-            states = list(self.compiled_prime(padded, mask))
-        logits, *states = self.compiled_step(ids[-1:], *states)  # the last one gives the next logits
-        return Session(self, ops.convert_to_numpy(logits)[0], states, seed, unknown, notice)
-
-    def stream(self, prompt="", length=500, temperature=1.0, top_k=None, top_p=None, seed=None):
-        """Yield generated characters one by one after `prompt` (checked, and warned about, at the
-        call, as in `start`)."""
-        check_sampling(length, temperature, top_k, top_p)
-        return self._start(prompt, seed).stream(length, temperature, top_k, top_p)
-
-    def generate(self, prompt="", length=500, temperature=1.0, top_k=None, top_p=None, seed=None):
-        """`length` characters generated after `prompt`, as one string (checked as in `start`)."""
-        check_sampling(length, temperature, top_k, top_p)
-        return self._start(prompt, seed).generate(length, temperature, top_k, top_p)
 
 
 def bits_per_character(nats):

@@ -64,3 +64,13 @@ def _to_numpy(result):
     if isinstance(result, (list, tuple)):
         return type(result)(_to_numpy(r) for r in result)
     return np.asarray(keras.ops.convert_to_numpy(result))
+
+
+def bucket(n, multiple=None, smallest=1):
+    """`n` rounded up so that a compiled function sees few distinct shapes: to a multiple of
+    `multiple`, or without one to a power of two; at least `smallest`. (Padding is masked, so
+    the results do not change; only the number of compilations does.)"""
+    n = max(n, smallest, 1)
+    if multiple:
+        return -(-n // multiple) * multiple
+    return 1 << (n - 1).bit_length()

@@ -9,11 +9,13 @@
   like the references (spacing around punctuation, capital letters restored).
 * `check_text`, `text_list`: the argument checks of every text entry point (one-line `TypeError`s),
   and `UnknownTextWarning` for input the model has no vocabulary for.
+* Movie reviews (sentiment): `clean_review` (HTML out), `review_words`, `review_tokens`, `truncate`.
 
-Everything here is task-neutral: the sentiment and character models can reuse `Vocabulary`.
+Everything but the review helpers is task-neutral: the sentiment and character models reuse it.
 """
 
 import collections
+import html
 import re
 import unicodedata
 
@@ -188,3 +190,32 @@ def detokenize(tokens):
         text += token if glue else " " + token
         glue_next = token in _NO_SPACE_AFTER or token in _JOINERS or opening_quote
     return text
+
+
+# --- movie reviews (sentiment) ----------------------------------------------------------------------
+
+_TAG = re.compile(r"<[^>]*>")
+
+
+def clean_review(text):
+    """Review text without HTML: tags (IMDB's `<br />`) become spaces, entities are decoded."""
+    return _TAG.sub(" ", html.unescape(str(text)))
+
+
+def review_words(text):
+    """Display words of a review (original case): words, numbers and punctuation marks."""
+    return split_words(clean_review(text))
+
+
+def review_tokens(text):
+    """Lowercased model tokens of a review (HTML removed)."""
+    return [word.lower() for word in review_words(text)]
+
+
+def truncate(ids, max_length):
+    """At most `max_length` ids: a longer review keeps its beginning and its end (where reviews
+    tend to sum up), half each."""
+    if len(ids) <= max_length:
+        return list(ids)
+    head = max_length // 2
+    return list(ids[:head]) + list(ids[len(ids) - (max_length - head):])

@@ -21,10 +21,13 @@ from apps import generate as generate_app
 from apps import gradients as gradients_app
 from apps import sentiment as sentiment_app
 from apps import translate as translate_app
-from models.char_lm import CharGenerator, CharLM, CharVocabulary
-from models.sentiment import SentimentClassifier, SentimentNet
+from models.char_lm import CharLM, CharLMConfig, CharVocabulary
+from models.classifier import SentimentClassifier
+from models.generator import CharGenerator
+from models.sentiment import SentimentNet, SentimentNetConfig
+from models.seq2seq import Seq2SeqAttention, Seq2SeqConfig
 from models.text import TrueCaser, Vocabulary, tokenize
-from models.translator import Seq2SeqAttention, Translator
+from models.translator import Translator
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = os.path.join(os.path.dirname(__file__), "screenshots")
@@ -39,7 +42,8 @@ def model_dirs(tmp_path_factory):
     keras.utils.set_random_seed(0)
     root = tmp_path_factory.mktemp("saved_models")
     source, target = Vocabulary.build([tokenize(SPANISH)]), Vocabulary.build([tokenize(ENGLISH)])
-    model = Seq2SeqAttention(len(source), len(target), embedding_dim=8, units=8)
+    model = Seq2SeqAttention(Seq2SeqConfig(source_vocab_size=len(source), target_vocab_size=len(target),
+                                           embedding_dim=8, units=8, dropout=0.0))
     model.build()
     bias = np.zeros(len(target), "float32")
     bias[Vocabulary.end_id] = -20.0  # untrained, yet never stops at once: every request gets words
@@ -48,11 +52,13 @@ def model_dirs(tmp_path_factory):
     card = {"test": {"greedy": {"bleu": 1.0}, "beam 5": {"bleu": 2.0, "chrf": 3.0}}}
     Translator(model, source, target, TrueCaser({}), settings).save(str(root / "translate-spa-eng"), card)
     words = Vocabulary.build([("a great film wonderful boring awful plot " * 3).split()])
-    classifier = SentimentClassifier(SentimentNet(len(words), 8, 8, dropout=0.0, max_length=64), words)
+    classifier = SentimentClassifier(SentimentNet(SentimentNetConfig(vocab_size=len(words), embedding_dim=8, units=8,
+                                                                     dropout=0.0, word_dropout=0.0, max_length=64)),
+                                                                     words)
     classifier.model.build()
     classifier.save(str(root / "sentiment-imdb"), {"test": {"accuracy": 0.5}})
     characters = CharVocabulary.build(TEXT)
-    lm = CharLM(len(characters), embedding_dim=8, units=16, layers=1)
+    lm = CharLM(CharLMConfig(vocab_size=len(characters), embedding_dim=8, units=16, num_layers=1))
     lm.build()
     CharGenerator(lm, characters).save(str(root / "generate-shakespeare"), {"validation": {"nats_per_char": 4.0}})
     return root

@@ -1,5 +1,5 @@
 """Bahdanau attention: the score formula, masking of padded source positions, the one-step path
-used in decoding, gradients and serialisation."""
+used in decoding (precomputed keys), gradients and serialisation."""
 
 import keras
 import numpy as np
@@ -64,14 +64,14 @@ def test_fully_masked_row_gives_zeros_not_nan():
     assert np.all(np.isfinite(context)) and np.all(weights[2] == 0) and np.all(context[2] == 0)
 
 
-def test_single_query_and_step_path_equal_the_sequence_path():
+def test_single_query_with_precomputed_keys_equals_the_sequence_path():
     query, values, mask = sample()
     layer = layers.BahdanauAttention(8)
     context, weights = (ops.convert_to_numpy(x) for x in layer(query, values, values_mask=mask))
-    keys, bias = layer.project_keys(values), layer.score_bias(mask)
+    keys = layer.project_keys(values)
     for t in range(query.shape[1]):
         one = [ops.convert_to_numpy(x) for x in layer(query[:, t], values, values_mask=mask)]
-        step = [ops.convert_to_numpy(x) for x in layer.step(query[:, t], keys, values, bias)]
+        step = [ops.convert_to_numpy(x) for x in layer(query[:, t], values, values_mask=mask, keys=keys)]
         for got in (one, step):
             np.testing.assert_allclose(got[0], context[:, t], atol=1e-5)
             np.testing.assert_allclose(got[1], weights[:, t], atol=1e-6)

@@ -1,8 +1,8 @@
-"""The trainers' shared command-line machinery (trainers/cli.py, trainers/batching.py) and what a
+"""The trainers' shared command-line machinery (trainers/cli.py, trainers/checkpoints.py,
+trainers/batching.py) and what a
 hostile user tried against it: batches of several widths, one-line errors, checkpoints that
 belong to their run, bad test files, help texts and the declared dependencies."""
 
-import argparse
 import ast
 import importlib.metadata
 import os
@@ -16,6 +16,7 @@ import pytest
 
 from trainers import cli
 from trainers.batching import LengthBatches, fit_input, pad
+from trainers.checkpoints import RunCheckpoints
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
@@ -93,28 +94,28 @@ def test_error_line_is_the_first_line_of_an_ordinary_message():
 
 # --- checkpoints belong to their run -------------------------------------------------------------------
 
-def flags(out, **changes):
-    values = {"out": str(out), "resume": False, "units": 8, "seed": 1, "evaluate": False}
-    return argparse.Namespace(**{**values, **changes})
+def flags(out, resume=False, **changes):
+    """`RunCheckpoints` arguments: the settings of a run, its folder and --resume."""
+    return {"units": 8, "seed": 1, **changes}, str(out), resume
 
 
 def test_checkpoints_live_under_the_run_output_and_refuse_to_be_discarded(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    run = cli.RunCheckpoints(flags(tmp_path / "a" / "model"))
+    run = RunCheckpoints(*flags(tmp_path / "a" / "model"))
     assert pathlib.Path(run.folder) == tmp_path / "a" / "model" / "checkpoints" and os.path.isdir(run.folder)
     assert not (tmp_path / "checkpoints").exists()
     with pytest.raises(cli.UsageError, match="holds the checkpoints of an interrupted run: add --resume"):
-        cli.RunCheckpoints(flags(tmp_path / "a" / "model"))
+        RunCheckpoints(*flags(tmp_path / "a" / "model"))
     assert os.path.isdir(run.folder)  # nothing deleted
-    other = cli.RunCheckpoints(flags(tmp_path / "b" / "model", resume=True))  # same last name, other run
+    other = RunCheckpoints(*flags(tmp_path / "b" / "model", resume=True))  # same last name, other run
     assert other.sessions == 1 and other.folder != run.folder
 
 
 def test_resume_refuses_a_checkpoint_made_with_other_settings(tmp_path):
-    cli.RunCheckpoints(flags(tmp_path / "model"))
+    RunCheckpoints(*flags(tmp_path / "model"))
     with pytest.raises(cli.UsageError, match=r"other settings: --units 8 \(now 16\)"):
-        cli.RunCheckpoints(flags(tmp_path / "model", units=16, resume=True))
-    resumed = cli.RunCheckpoints(flags(tmp_path / "model", resume=True, evaluate=False))
+        RunCheckpoints(*flags(tmp_path / "model", units=16, resume=True))
+    resumed = RunCheckpoints(*flags(tmp_path / "model", resume=True))
     assert resumed.sessions == 2
     resumed.finish()
     assert not os.path.exists(resumed.folder)
@@ -124,7 +125,7 @@ def test_a_foreign_checkpoints_folder_is_left_alone(tmp_path):
     (tmp_path / "model" / "checkpoints").mkdir(parents=True)
     (tmp_path / "model" / "checkpoints" / "precious.txt").write_text("keep me")
     with pytest.raises(cli.UsageError, match="not a checkpoint folder of ours"):
-        cli.RunCheckpoints(flags(tmp_path / "model"))
+        RunCheckpoints(*flags(tmp_path / "model"))
     assert (tmp_path / "model" / "checkpoints" / "precious.txt").read_text() == "keep me"
 
 
@@ -132,7 +133,7 @@ def test_the_record_of_a_resumed_run_covers_every_session(tmp_path):
     x, y = np.random.default_rng(0).normal(size=(32, 3)), np.zeros((32, 1))
 
     def session(epochs, resume):
-        run = cli.RunCheckpoints(flags(tmp_path / "model", resume=resume))
+        run = RunCheckpoints(*flags(tmp_path / "model", resume=resume))
         model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
         model.compile("sgd", "mse")
         model.fit(x, y, validation_data=(x, y), epochs=epochs, verbose=0, callbacks=run.callbacks(patience=5))
@@ -148,7 +149,7 @@ def test_the_record_of_a_resumed_run_covers_every_session(tmp_path):
 # --- --evaluate and its files ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("task, file_flag", [("translate", "--test-file"), ("sentiment", "--test-file"),
-                                             ("generate", "--text-file")])
+                                             ("generate", "--test-file"), ("generate", "--text-file")])
 def test_a_missing_test_file_is_reported_before_the_model_loads(task, file_flag, tmp_path, monkeypatch):
     import importlib
 

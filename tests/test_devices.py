@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from models import artifacts
-from models.char_lm import CharGenerator, CharLM, CharVocabulary
-from models.sentiment import SentimentNet
-from models.translator import Seq2SeqAttention
+from models.char_lm import CharLM, CharLMConfig, CharVocabulary
+from models.generator import CharGenerator
+from models.sentiment import SentimentNet, SentimentNetConfig
+from models.seq2seq import Seq2SeqAttention, Seq2SeqConfig
 from trainers import cli, devices
 
 RNG = np.random.default_rng(0)
@@ -23,9 +24,11 @@ IDS[1, 6:] = 0  # padding: masks must behave the same in both implementations
 
 
 def tiny_models(rnn_impl):
-    sentiment = SentimentNet(20, 8, 6, cell="lstm", dropout=0.0, max_length=16, rnn_impl=rnn_impl)
-    translator = Seq2SeqAttention(20, 20, embedding_dim=8, units=6, cell="lstm", rnn_impl=rnn_impl)
-    char_lm = CharLM(20, embedding_dim=8, units=6, layers=2, cell="gru", rnn_impl=rnn_impl)
+    sentiment = SentimentNet(SentimentNetConfig(vocab_size=20, embedding_dim=8, units=6, cell="lstm", dropout=0.0,
+                                                word_dropout=0.0, max_length=16, rnn_impl=rnn_impl))
+    translator = Seq2SeqAttention(Seq2SeqConfig(source_vocab_size=20, target_vocab_size=20, embedding_dim=8, units=6,
+                                                cell="lstm", dropout=0.0, rnn_impl=rnn_impl))
+    char_lm = CharLM(CharLMConfig(vocab_size=20, embedding_dim=8, units=6, num_layers=2, cell="gru", rnn_impl=rnn_impl))
     for model in (sentiment, translator, char_lm):
         model.build()
     return {"sentiment": sentiment, "translator": translator, "char_lm": char_lm}
@@ -60,7 +63,7 @@ def test_mixed_precision_model_loads_and_runs_in_float32(tmp_path):
     policy = "mixed_float16" if keras.backend.backend() == "torch" else "mixed_bfloat16"
     keras.mixed_precision.set_global_policy(policy)
     try:
-        model = CharLM(20, embedding_dim=8, units=16, layers=1)
+        model = CharLM(CharLMConfig(vocab_size=20, embedding_dim=8, units=16, num_layers=1))
         model.build()
         model.compile(keras.optimizers.Adam(0.01), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         history = model.fit(IDS[:, :-1] % 19 + 1, IDS[:, 1:] % 19 + 1, epochs=3, verbose=0)
@@ -89,7 +92,7 @@ DATA_PARALLEL_SCRIPT = """
 import json, os, types
 import numpy as np
 import keras
-from models.sentiment import SentimentNet
+from models.sentiment import SentimentNet, SentimentNetConfig
 from trainers import devices
 
 rng = np.random.default_rng(0)
@@ -99,7 +102,8 @@ y = (x[:, 0] > 15).astype("float32")
 def train(scope):
     keras.utils.set_random_seed(0)
     with scope:
-        model = SentimentNet(30, 8, 8, dropout=0.0, max_length=12)
+        model = SentimentNet(SentimentNetConfig(vocab_size=30, embedding_dim=8, units=8, dropout=0.0,
+                                                word_dropout=0.0, max_length=12))
         model.build()
         model.set_weights(initial)
         model.compile(keras.optimizers.SGD(0.5), keras.losses.BinaryCrossentropy(from_logits=True))
@@ -107,7 +111,8 @@ def train(scope):
     return [float(v) for v in history.history["loss"]]
 
 keras.utils.set_random_seed(0)
-reference = SentimentNet(30, 8, 8, dropout=0.0, max_length=12)
+reference = SentimentNet(SentimentNetConfig(vocab_size=30, embedding_dim=8, units=8, dropout=0.0, word_dropout=0.0,
+                                            max_length=12))
 reference.build()
 initial = reference.get_weights()
 single = train(devices.contextlib.nullcontext())

@@ -73,7 +73,7 @@ def test_translate_trains_saves_and_evaluates(tmp_path):
 def test_sentiment_trains_saves_and_evaluates(tmp_path):
     out = tmp_path / "model"
     stdout, _ = run("sentiment", "--max-examples", 300, "--epochs", 1, "--units", 4, "--embedding-dim", 8,
-                    "--vocab-size", 500, "--max-length", 120, "--embedding-init", "random", "--out", out,
+                    "--vocab", 500, "--max-length", 120, "--embedding-init", "random", "--out", out,
                     cwd=tmp_path)
     assert "test (300 reviews): accuracy" in stdout
     card = json.loads((out / "card.json").read_text())
@@ -91,7 +91,7 @@ def test_generate_trains_saves_and_evaluates(tmp_path):
     assert "validation, full context" in stdout and "ROMEO:" in stdout
     text = tmp_path / "text.txt"
     text.write_text("ROMEO:\nBut soft, what light through yonder window breaks?\n", encoding="utf-8")
-    stdout, _ = run("generate", "--evaluate", "--model", out, "--text-file", text, cwd=tmp_path)
+    stdout, _ = run("generate", "--evaluate", "--model", out, "--test-file", text, cwd=tmp_path)
     assert "text.txt (" in stdout and "nats/char" in stdout
 
 

@@ -7,7 +7,8 @@ import keras
 import numpy as np
 import pytest
 
-from models.char_lm import CharGenerator, CharLM, CharVocabulary, check_sampling, sample
+from models.char_lm import CharLM, CharLMConfig, CharVocabulary
+from models.generator import CharGenerator, check_sampling, sample
 from trainers import generate as trainer
 
 from helpers import run_on_other_backend
@@ -21,7 +22,7 @@ def memorised():
     keras.utils.set_random_seed(0)
     vocabulary = CharVocabulary.build(TEXT)
     ids, _ = vocabulary.encode(TEXT)
-    model = CharLM(len(vocabulary), embedding_dim=16, units=64, layers=1, dropout=0.0)
+    model = CharLM(CharLMConfig(vocab_size=len(vocabulary), embedding_dim=16, units=64, num_layers=1, dropout=0.0))
     model.build()
     model.compile(keras.optimizers.Adam(0.01), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     windows = trainer.Windows(ids, 32, batch_size=16, seed=0)
@@ -56,6 +57,23 @@ def test_same_seed_same_text_other_seed_other_text(memorised):
     a = memorised.generate("the", seed=3, **kwargs)
     assert a == memorised.generate("the", seed=3, **kwargs)
     assert a != memorised.generate("the", seed=4, **kwargs)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_teacher_forced_logits_equal_step_by_step_logits(cell):
+    """Training reads a whole window at once; generation feeds one character at a time (the
+    model's `step`, eagerly and compiled): the same layers, so the same logits at every step."""
+    keras.utils.set_random_seed(1)
+    model = CharLM(CharLMConfig(vocab_size=11, embedding_dim=6, units=8, num_layers=2, cell=cell, dropout=0.3))
+    model.build()
+    ids = np.random.default_rng(0).integers(0, 11, (3, 9)).astype("int32")
+    logits = keras.ops.convert_to_numpy(model(ids))  # the training path (dropout off outside training)
+    generator = CharGenerator(model, CharVocabulary("abcdefghijk"))
+    for step in (model.step, generator.compiled_step):
+        states = model.initial_states(3)
+        for t in range(ids.shape[1]):
+            step_logits, *states = step(ids[:, t], *states)
+            np.testing.assert_allclose(keras.ops.convert_to_numpy(step_logits), logits[:, t], atol=1e-5)
 
 
 def test_priming_at_once_equals_stepping(memorised):
@@ -100,7 +118,7 @@ def test_saved_model_generates_the_same_text_under_another_backend(memorised, tm
     memorised.save(tmp_path / "lm", card={"task": "test"})
     expected = memorised.generate("to be", length=40, temperature=0.5, top_k=5, seed=11)
     script = (
-        "from models.char_lm import CharGenerator\n"
+        "from models.generator import CharGenerator\n"
         f"g = CharGenerator.load(r'{tmp_path / 'lm'}')\n"
         "import json\n"
         "print(json.dumps(g.generate('to be', length=40, temperature=0.5, top_k=5, seed=11)))\n"
@@ -132,7 +150,7 @@ def test_windows_shift_targets_and_cover_the_text():
 def test_evaluate_scores_a_file_and_counts_unknown_characters(memorised, tmp_path, capsys):
     memorised.save(tmp_path / "lm")
     (tmp_path / "t.txt").write_text(TEXT + "¿qué?", encoding="utf-8")
-    assert trainer.main(["--evaluate", "--model", str(tmp_path / "lm"), "--text-file", str(tmp_path / "t.txt")]) == 0
+    assert trainer.main(["--evaluate", "--model", str(tmp_path / "lm"), "--test-file", str(tmp_path / "t.txt")]) == 0
     out = capsys.readouterr().out
     assert "nats/char" in out and "3 characters outside the vocabulary" in out
 

@@ -16,10 +16,14 @@ import numpy as np
 import pytest
 
 from models import artifacts
-from models.char_lm import MAX_PROMPT, CharGenerator, CharLM, CharVocabulary
-from models.sentiment import SentimentClassifier, SentimentNet
+from models.char_lm import CharLM, CharLMConfig, CharVocabulary
+from models.classifier import SentimentClassifier
+from models.decoding import MAX_LENGTH_PENALTY, beam_search
+from models.generator import MAX_PROMPT, CharGenerator
+from models.sentiment import SentimentNet, SentimentNetConfig
+from models.seq2seq import Seq2SeqAttention, Seq2SeqConfig
 from models.text import RESERVED, TrueCaser, UnknownTextWarning, Vocabulary
-from models.translator import MAX_LENGTH_PENALTY, Seq2SeqAttention, Translator, beam_search
+from models.translator import Translator
 
 from helpers import run_on_other_backend
 
@@ -38,7 +42,8 @@ def one_line(error):
 def translator():
     keras.utils.set_random_seed(0)
     vocab = Vocabulary(list(RESERVED) + ["a", "b", "c"])
-    model = Seq2SeqAttention(len(vocab), len(vocab), embedding_dim=8, units=8)
+    model = Seq2SeqAttention(Seq2SeqConfig(source_vocab_size=len(vocab), target_vocab_size=len(vocab),
+                                           embedding_dim=8, units=8, dropout=0.0))
     model.build()
     settings = {"direction": "x-y", "max_source_length": 8, "max_target_length": 6, "length_penalty": 1.0}
     return Translator(model, vocab, vocab, TrueCaser({}), settings)
@@ -48,7 +53,8 @@ def translator():
 def classifier():
     keras.utils.set_random_seed(0)
     words = Vocabulary.build([["a", "great", "film", "awful", ".", "!"]])
-    model = SentimentNet(len(words), 8, 8, dropout=0.0, max_length=16)
+    model = SentimentNet(SentimentNetConfig(vocab_size=len(words), embedding_dim=8, units=8, dropout=0.0,
+                                            word_dropout=0.0, max_length=16))
     model.build()
     return SentimentClassifier(model, words)
 
@@ -57,7 +63,7 @@ def classifier():
 def generator():
     keras.utils.set_random_seed(0)
     characters = CharVocabulary.build(TEXT)
-    model = CharLM(len(characters), embedding_dim=8, units=16, layers=1, dropout=0.0)
+    model = CharLM(CharLMConfig(vocab_size=len(characters), embedding_dim=8, units=16, num_layers=1, dropout=0.0))
     model.build()
     return CharGenerator(model, characters)
 

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from keras import ops
 
-from models.sentiment import SentimentClassifier, SentimentNet, clean_review, review_words, truncate
-from models.text import Vocabulary
+from models.classifier import SentimentClassifier
+from models.sentiment import SentimentNet, SentimentNetConfig
+from models.text import Vocabulary, clean_review, review_words, truncate
 
 from helpers import run_on_other_backend
 
@@ -34,7 +35,8 @@ def trained():
     keras.utils.set_random_seed(0)
     texts, labels = synthetic_reviews(512)
     vocabulary = Vocabulary.build([t.split() for t in texts])
-    model = SentimentNet(len(vocabulary), embed_dim=8, units=8, dropout=0.0, max_length=32)
+    model = SentimentNet(SentimentNetConfig(vocab_size=len(vocabulary), embedding_dim=8, units=8, dropout=0.0,
+                                            word_dropout=0.0, max_length=32))
     classifier = SentimentClassifier(model, vocabulary)
     model.compile(keras.optimizers.Adam(0.02), keras.losses.BinaryCrossentropy(from_logits=True),
                   metrics=[keras.metrics.BinaryAccuracy(threshold=0.0)])
@@ -105,7 +107,7 @@ def test_save_load_under_another_backend_gives_same_probabilities(trained, tmp_p
     expected = trained.predict(texts)
     script = (
         "import json, sys\n"
-        "from models.sentiment import SentimentClassifier\n"
+        "from models.classifier import SentimentClassifier\n"
         f"c = SentimentClassifier.load(r'{tmp_path / 'model'}')\n"
         f"print(json.dumps(c.predict({texts!r}).tolist()))\n"
     )
@@ -195,7 +197,7 @@ def test_trainer_runs_end_to_end_on_a_slice_of_imdb(tmp_path, capsys, monkeypatc
 
     out = tmp_path / "sentiment"
     assert trainer.main(["--max-examples", "300", "--epochs", "1", "--units", "4", "--embedding-dim", "8",
-                         "--vocab-size", "500", "--max-length", "60", "--out", str(out)]) == 0
+                         "--vocab", "500", "--max-length", "60", "--out", str(out)]) == 0
     card = json.loads((out / "card.json").read_text())
     assert 100 < card["vocabulary"] <= 500 and card["split"]["validation"] > 0 and card["test"]["examples"] == 300
     assert card["embedding_init"]["reviews"] == "training split + unlabelled"

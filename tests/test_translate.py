@@ -11,9 +11,11 @@ import pytest
 from keras import ops
 
 from models import artifacts
+from models.decoding import CompiledDecoding, beam_search, greedy_decode
+from models.seq2seq import Seq2SeqAttention, Seq2SeqConfig, masked_accuracy, masked_loss
 from models.text import RESERVED, TrueCaser, Vocabulary
-from models.translator import Seq2SeqAttention, Translator, beam_search, greedy_decode, masked_accuracy, masked_loss
-from trainers import cli, data
+from models.translator import Translator
+from trainers import cli, data, training
 from trainers import translate as trainer
 
 from helpers import OTHER_BACKENDS, run_on_other_backend
@@ -50,7 +52,8 @@ def numpy_init(model, seed=0):
 
 
 def tiny_model(cell="gru", vocab=10, seed=0):
-    model = Seq2SeqAttention(vocab, vocab, embedding_dim=16, units=32, cell=cell)
+    model = Seq2SeqAttention(Seq2SeqConfig(source_vocab_size=vocab, target_vocab_size=vocab, embedding_dim=16,
+                                           units=32, cell=cell, dropout=0.0))
     model.build()
     numpy_init(model, seed)
     return model
@@ -65,12 +68,12 @@ def trained():
     source, target, _ = reversal_data(1024, seed=0)  # full batches only: one compiled shape
     schedule = keras.optimizers.schedules.CosineDecay(0.02, decay_steps=4 * 32, alpha=0.05)
     model.compile(keras.optimizers.Adam(schedule, clipnorm=1.0), loss=masked_loss, metrics=[masked_accuracy])
-    cli.flush_denormals(True)  # torch: 25x slower near convergence without it
+    training.flush_denormals(True)  # torch: 25x slower near convergence without it
     try:
         history = model.fit((source, target[:, :-1]), target[:, 1:], batch_size=32, epochs=4, shuffle=False,
                             verbose=0)
     finally:
-        cli.flush_denormals(False)
+        training.flush_denormals(False)
     return model, history.history
 
 
@@ -102,18 +105,22 @@ def test_tiny_model_learns_to_reverse_sequences(trained):
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 def test_teacher_forced_call_equals_step_by_step_decoding(cell, trained):
+    """Training (one call over the whole target) and decoding (one token at a time, eagerly and
+    compiled) run the same layers: their logits and attention agree at every step."""
     model = trained[0] if cell == "gru" else tiny_model("lstm")  # same sizes: fewer JAX compilations
     source, target, _ = reversal_data(16, seed=5)  # right-padded sources of 2..4 words
     target_in = target[:, :-1]
     logits = ops.convert_to_numpy(model((source, target_in)))  # the training path: one call
-    encoded = model.encode_eagerly(source)
-    states = encoded[3]
-    for t in range(target_in.shape[1]):
-        step_logits, states, weights = model.decode_step(ops.convert_to_tensor(target_in[:, t]), states, encoded)
-        np.testing.assert_allclose(ops.convert_to_numpy(step_logits), logits[:, t], atol=1e-4)
-        weights = ops.convert_to_numpy(weights)
-        np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-5)
-        assert np.all(weights[source == 0] == 0.0)
+    for decoder in (model, CompiledDecoding(model)):
+        encoded = decoder.encode(source)
+        states = encoded[3]
+        for t in range(target_in.shape[1]):
+            step_logits, states, weights = decoder.decode_step(ops.convert_to_tensor(target_in[:, t]), states,
+                                                               encoded)
+            np.testing.assert_allclose(ops.convert_to_numpy(step_logits), logits[:, t], atol=1e-4)
+            weights = ops.convert_to_numpy(weights)
+            np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-5)
+            assert np.all(weights[source == 0] == 0.0)
 
 
 def test_beam_width_one_equals_greedy(trained):
@@ -296,7 +303,10 @@ def test_cli_evaluate_scores_a_saved_model(saved, tmp_path, capsys):
         (["--evaluate", "--model", "MODEL", "--test-file", "GARBLED"], "line 2"),
         (["--evaluate", "--model", "MODEL", "--test-file", "BINARY"], "UTF-8"),
         (["--evaluate", "--model", "MODEL"], "--test-file"),
-        (["--epochs", "0"], "positive integer"),
+        (["--epochs", "0"], "--epochs: expected a positive whole number, got '0'"),
+        (["--dropout", "1.5"], "--dropout: expected a number in [0, 1), got '1.5'"),
+        (["--length-penalty", "-1"], "--length-penalty: expected a number >= 0"),
+        (["--learning-rate", "nan"], "--learning-rate: expected a positive number"),
         (["--direction", "fra-eng"], "invalid choice"),
         (["--no-such-flag"], "unrecognized"),
     ],

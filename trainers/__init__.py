@@ -4,8 +4,11 @@
 - `trainers.sentiment`: IMDB sentiment classification.
 - `trainers.generate`: the character-level Shakespeare language model.
 - `trainers.gradients`: the gradient-flow lab (plots and results.json, no saved model).
-- `trainers.cli`: the shared flags, `RunCheckpoints` (checkpoints, `--resume`, the card's training
-  record) and one-line errors.
+- `trainers.cli`: flags made from a trainer's config, the `--out`/`--model`/`--evaluate` rules and
+  one-line errors.
+- `trainers.training`: the shared fit (`TrainingRun`: seed, checkpoints, devices, Adam with cosine
+  decay, fit, best weights, card, save) and the shared training fields of the configs.
+- `trainers.checkpoints`: `RunCheckpoints` (checkpoints, `--resume`, the card's training record).
 - `trainers.data`: corpora through the Keras cache, deduplication, leak-free splits.
 - `trainers.batching`: length-bucketed batches and `fit_input`, the one way batches reach `fit`.
 - `trainers.devices`: `--rnn-impl`, `--precision` and `--data-parallel`.

@@ -10,8 +10,9 @@
                               on TensorFlow; PyTorch is not supported (Keras 3 does not drive torch's
                               DistributedDataParallel, which needs one process per device)
 
-The flags are defined in `cli.parser`. `setup(args)` applies them before the model is built, prints
-the backend, the devices and the precision, and returns what the model card records.
+They are fields of each trainer's config (`trainers.training`, `models.config`). `setup(config)`
+applies them before the model is built, prints the backend, the devices and the precision, and
+returns what the model card records.
 """
 
 import contextlib
@@ -59,18 +60,18 @@ def data_parallel_scope():
                          "and TensorFlow's engines only); use KERAS_BACKEND=jax or tensorflow")
 
 
-def setup(args):
+def setup(config):
     """Apply `--precision` and `--data-parallel`, print the device line and return
     `(scope, info)`: build and compile the model inside `scope`; `info` goes into the card."""
-    keras.mixed_precision.set_global_policy(args.precision)
+    keras.mixed_precision.set_global_policy(config.precision)
     scope, replicas = contextlib.nullcontext(), 1
-    if args.data_parallel:
+    if config.data_parallel:
         scope, replicas = data_parallel_scope()
-        if args.batch_size % replicas:
-            raise cli.UsageError(f"--batch-size {args.batch_size} must be a multiple of the {replicas} devices")
-    info = {"backend": keras.backend.backend(), "devices": list_devices(), "precision": args.precision,
-            "rnn_impl": args.rnn_impl, "data_parallel_replicas": replicas}
-    print(f"backend {info['backend']}; devices: {', '.join(info['devices'])}; precision {args.precision}; "
-          f"recurrent layers: {'ours' if args.rnn_impl == 'ours' else 'Keras built-in'}"
-          + (f"; data parallel over {replicas} devices" if args.data_parallel else ""))
+        if config.batch_size % replicas:
+            raise cli.UsageError(f"--batch-size {config.batch_size} must be a multiple of the {replicas} devices")
+    info = {"backend": keras.backend.backend(), "devices": list_devices(), "precision": config.precision,
+            "rnn_impl": config.rnn_impl, "data_parallel_replicas": replicas}
+    print(f"backend {info['backend']}; devices: {', '.join(info['devices'])}; precision {config.precision}; "
+          f"recurrent layers: {'ours' if config.rnn_impl == 'ours' else 'Keras built-in'}"
+          + (f"; data parallel over {replicas} devices" if config.data_parallel else ""))
     return scope, info

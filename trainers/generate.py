@@ -15,6 +15,7 @@ character and perplexity.
 
 from trainers import cli  # noqa: I001 - sets the environment before TensorFlow/Keras load
 
+import dataclasses
 import math
 import os
 import time
@@ -22,44 +23,44 @@ import time
 import keras
 import numpy as np
 
-from models.char_lm import CharGenerator, CharLM, CharVocabulary, bits_per_character
+from models.char_lm import CharLM, CharLMConfig, CharVocabulary, bits_per_character
 from models.compiled import compile_function
-from trainers import data, devices
-from trainers.batching import fit_input
+from models.config import setting
+from models.generator import CharGenerator
+from trainers import data
+from trainers.training import TrainingRun, data_parallel_setting, precision_setting, training_setting
 
-# Defaults, measured on a 2-core CPU with JAX: batch 32 x 100 trains more characters per second than
-# 64 x 128 (3,411 against 2,929) and makes three times the updates per epoch; 10 epochs took 66 minutes.
-DEFAULTS = {
-    "epochs": 10, "batch_size": 32, "units": 512, "seed": 1337, "out": None, "max_examples": None,
-    "layers": 2, "cell": "lstm", "embedding_dim": 64, "dropout": 0.2, "sequence_length": 100,
-    "learning_rate": 3e-3, "clipnorm": 1.0, "patience": 3,
-}
-QUICK = {"epochs": 2, "max_examples": 100_000, "units": 64, "layers": 1, "embedding_dim": 16,
-         "sequence_length": 64, "batch_size": 32}
 SAMPLE_PROMPT = "ROMEO:\n"
 
 
+@dataclasses.dataclass
+class GenerateConfig(CharLMConfig):
+    """Every setting of a character-model run: the network's (`CharLMConfig`), then these.
+
+    Defaults measured on a 2-core CPU with JAX: batch 32 x 100 trains more characters per second
+    than 64 x 128 (3,411 against 2,929) and makes three times the updates per epoch; 10 epochs
+    took 66 minutes.
+    """
+
+    source: str = setting("keras", "corpus reader: shakespeare.txt through the Keras cache or TFDS tiny_shakespeare",
+                          choices=("keras", "tfds"))
+    sequence_length: int = setting(100, "characters per training window", quick=64)
+    epochs: int = training_setting("epochs", 10, quick=2)
+    batch_size: int = training_setting("batch_size", 32)
+    learning_rate: float = training_setting("learning_rate", 3e-3)
+    clipnorm: float = training_setting("clipnorm", 1.0)
+    patience: int = training_setting("patience", 3)
+    seed: int = training_setting("seed", 1337)
+    max_examples: int | None = setting(None, "training characters to use", kind="positive_int", quick=100_000,
+                                       shown="all")
+    precision: str = precision_setting()
+    data_parallel: bool = data_parallel_setting()
+
+
 def build_parser():
-    notes = {"max_examples": "training characters to use (default all, 100000 with --quick)",
-             "out": "default saved_models/generate-shakespeare, runs/generate-shakespeare-quick with --quick"}
-    p = cli.parser("python -m trainers.generate", __doc__.splitlines()[0], DEFAULTS, QUICK, notes)
-
-    def flag(name, help, **kwargs):
-        dest = name[2:].replace("-", "_")
-        p.add_argument(name, help=f"{help} ({cli.default_text(dest, DEFAULTS, QUICK)})", **kwargs)
-
-    p.add_argument("--source", choices=["keras", "tfds"], default="keras",
-                   help="corpus reader: shakespeare.txt through the Keras cache (default) or TFDS tiny_shakespeare")
-    p.add_argument("--text-file", help="with --evaluate: a UTF-8 text file to score")
-    flag("--cell", "recurrent cell", choices=["lstm", "gru"])
-    flag("--layers", "stacked recurrent layers", type=cli.positive_int)
-    flag("--embedding-dim", "character embedding size", type=cli.positive_int)
-    flag("--dropout", "dropout after the embedding and each recurrent layer", type=float)
-    flag("--sequence-length", "characters per training window", type=cli.positive_int)
-    flag("--learning-rate", "initial Adam learning rate, cosine-decayed to 5%%", type=cli.positive_float)
-    flag("--clipnorm", "gradient clipping norm", type=cli.positive_float)
-    flag("--patience", "epochs without a better validation loss before stopping", type=cli.positive_int)
-    return p
+    return cli.config_parser(GenerateConfig, "python -m trainers.generate", __doc__.splitlines()[0],
+                             "saved_models/generate-shakespeare", "a UTF-8 text file to score",
+                             test_file_aliases=("--text-file",))
 
 
 class Windows(keras.utils.PyDataset):
@@ -141,101 +142,65 @@ def print_loss(name, report, characters, unknown=0):
           f"{report['bits_per_char']:.4f} bits/char, perplexity {report['perplexity']:.3f}{extra}")
 
 
-def evaluate(args):
-    if not args.model:
-        raise cli.UsageError("--evaluate needs --model DIR (for example saved_models/generate-shakespeare)")
-    if not args.text_file:
-        raise cli.UsageError("--evaluate needs --text-file FILE (UTF-8 text)")
-    if not os.path.isfile(args.text_file):
-        raise cli.UsageError(f"text file {args.text_file!r} does not exist")
+def evaluate(config, args):
+    if not os.path.isfile(args.test_file):
+        raise cli.UsageError(f"text file {args.test_file!r} does not exist")
     try:  # before the model: a bad file fails at once
-        with open(args.text_file, encoding="utf-8") as handle:
+        with open(args.test_file, encoding="utf-8") as handle:
             text = handle.read()
     except UnicodeDecodeError:
-        raise cli.UsageError(f"text file {args.text_file!r} is not UTF-8 text") from None
+        raise cli.UsageError(f"text file {args.test_file!r} is not UTF-8 text") from None
     generator = CharGenerator.load(args.model)
     ids, unknown = generator.vocabulary.encode(text)
     if len(ids) < 2:
-        raise cli.UsageError(f"text file {args.text_file!r} has fewer than 2 characters the model knows")
-    print_loss(os.path.basename(args.text_file), loss_report(text_loss(generator.model, ids)), len(text), unknown)
+        raise cli.UsageError(f"text file {args.test_file!r} has fewer than 2 characters the model knows")
+    print_loss(os.path.basename(args.test_file), loss_report(text_loss(generator.model, ids)), len(text), unknown)
     return 0
 
 
-def train(args):
-    checkpoints = cli.RunCheckpoints(args)  # first: refuses a clash with an interrupted run at once
-    keras.utils.set_random_seed(args.seed)
-    cli.flush_denormals()
-    started = time.time()
-    corpus = data.load_shakespeare(args.source)
+def train(config, args):
+    run = TrainingRun(config, args.out, args.resume)  # first: refuses a clash with an interrupted run at once
+    corpus = data.load_shakespeare(config.source)
     train_text, val_text = corpus["train"], corpus["validation"]
-    if args.max_examples:
-        train_text = train_text[: args.max_examples]
-        val_text = val_text[: max(args.max_examples // 9, 10 * args.sequence_length)]
+    if config.max_examples:
+        train_text = train_text[: config.max_examples]
+        val_text = val_text[: max(config.max_examples // 9, 10 * config.sequence_length)]
     vocabulary = CharVocabulary.build(train_text)
+    config = dataclasses.replace(config, vocab_size=len(vocabulary))
     train_ids, _ = vocabulary.encode(train_text)
     val_ids, val_unknown = vocabulary.encode(val_text)
-    train_data = Windows(train_ids, args.sequence_length, args.batch_size, args.seed)
-    val_data = Windows(val_ids, args.sequence_length, args.batch_size, shuffle=False)
-    print(f"Tiny Shakespeare ({args.source}): train {len(train_text)} / validation {len(val_text)} characters, "
-          f"vocabulary {len(vocabulary)} characters; {len(train_data)} batches of {args.batch_size} x "
-          f"{args.sequence_length} per epoch")
+    train_data = Windows(train_ids, config.sequence_length, config.batch_size, config.seed)
+    val_data = Windows(val_ids, config.sequence_length, config.batch_size, shuffle=False)
+    print(f"Tiny Shakespeare ({config.source}): train {len(train_text)} / validation {len(val_text)} characters, "
+          f"vocabulary {len(vocabulary)} characters; {len(train_data)} batches of {config.batch_size} x "
+          f"{config.sequence_length} per epoch")
 
-    scope, hardware = devices.setup(args)
-    with scope:  # --data-parallel (TensorFlow) builds the model inside its strategy
-        model = CharLM(len(vocabulary), args.embedding_dim, args.units, args.layers, args.cell, args.dropout,
-                       args.rnn_impl)
-        model.build()
-        schedule = keras.optimizers.schedules.CosineDecay(args.learning_rate, args.epochs * len(train_data), alpha=0.05)
-        model.compile(keras.optimizers.Adam(schedule, clipnorm=args.clipnorm),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    callbacks = checkpoints.callbacks(args.patience)
-    fit_start = time.time()
-    # shuffle=False: the batches shuffle themselves each epoch (Keras would only reorder them again)
-    model.fit(fit_input(train_data), shuffle=False, validation_data=fit_input(val_data), epochs=args.epochs,
-              callbacks=callbacks, verbose=1)
-    train_seconds = time.time() - fit_start
-    checkpoints.restore_best(model)
-
+    model = run.fit(lambda: CharLM(config), train_data, val_data,
+                    keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     validation = loss_report(text_loss(model, val_ids))
     print_loss("validation, full context", validation, len(val_text), val_unknown)
     generator = CharGenerator(model, vocabulary)
     sample_start = time.perf_counter()
-    sample = generator.generate(SAMPLE_PROMPT, length=400, temperature=0.8, seed=args.seed)
-    sample_seconds = time.perf_counter() - sample_start
-    print(f"sample (temperature 0.8, seed {args.seed}, {400 / sample_seconds:.0f} characters/s):\n"
-          f"{SAMPLE_PROMPT}{sample}")
-
-    settings = {k: getattr(args, k) for k in DEFAULTS if k != "out"} | {"source": args.source, "quick": args.quick}
-    card = {
-        "task": "character-level language model (text generation)",
-        "model": f"CharLM: embedding + {args.layers} x {args.cell.upper()} {args.units} (ours) + dense over characters",
-        "corpus": {"name": "Tiny Shakespeare (karpathy/char-rnn)", **corpus["info"]},
-        "split": {"rule": "first 90% train, last 10% validation", "train_characters": len(train_text),
-                  "validation_characters": len(val_text)},
-        "vocabulary": len(vocabulary),
-        "settings": settings,
-        "hardware": hardware,
-        "parameters": int(model.count_params()),
-        "training": checkpoints.record(),
-        "validation": {**validation, "measured": "whole validation text, state carried across windows"},
-        "sample": {"prompt": SAMPLE_PROMPT, "temperature": 0.8, "seed": args.seed, "text": sample},
-    }
-    generator.save(args.out, card)
-    checkpoints.finish()
-    print(f"training {train_seconds / 60:.1f} min (total {(time.time() - started) / 60:.1f} min); saved to {args.out}")
+    sample = generator.generate(SAMPLE_PROMPT, length=400, temperature=0.8, seed=config.seed)
+    print(f"sample (temperature 0.8, seed {config.seed}, {400 / (time.perf_counter() - sample_start):.0f} "
+          f"characters/s):\n{SAMPLE_PROMPT}{sample}")
+    run.save(generator, run.card(
+        model, task="character-level language model (text generation)",
+        model=f"CharLM: embedding + {config.num_layers} x {config.cell.upper()} {config.units} + dense over characters",
+        corpus={"name": "Tiny Shakespeare (karpathy/char-rnn)", **corpus["info"]},
+        split={"rule": "first 90% train, last 10% validation", "train_characters": len(train_text),
+               "validation_characters": len(val_text)},
+        vocabulary=len(vocabulary),
+        validation={**validation, "measured": "whole validation text, state carried across windows"},
+        sample={"prompt": SAMPLE_PROMPT, "temperature": 0.8, "seed": config.seed, "text": sample}))
     return 0
 
 
 def main(argv=None):
-    args = cli.resolve(build_parser().parse_args(argv), DEFAULTS, QUICK)
-    cli.default_out(args, "generate-shakespeare")
-    if args.evaluate:
-        return evaluate(args)
-    if args.text_file:
-        raise cli.UsageError("--text-file is only used with --evaluate")
-    if not 0.0 <= args.dropout < 1.0:
-        raise cli.UsageError(f"--dropout must be in [0, 1), got {args.dropout}")
-    return train(args)
+    args = build_parser().parse_args(argv)
+    config = cli.config_from_args(GenerateConfig, args)
+    cli.output_folders(args, "generate-shakespeare")
+    return evaluate(config, args) if args.evaluate else train(config, args)
 
 
 if __name__ == "__main__":

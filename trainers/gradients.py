@@ -12,6 +12,7 @@ gradient norm. Writes PNG plots and `results.json` to `--out`.
 
 from trainers import cli  # noqa: I001 - sets the environment before TensorFlow/Keras load
 
+import dataclasses
 import json
 import os
 import time
@@ -19,34 +20,30 @@ import time
 import keras
 
 from models import gradient_flow as gf
+from models.config import Config, setting
 
-DEFAULTS = {"lengths": [25, 50, 100, 200], "tasks": list(gf.TASKS), "cells": list(gf.CELLS), "steps": 300,
-            "units": 32, "batch_size": 32, "seed": 0, "clipnorm": 1.0, "learning_rate": 3e-3,
-            "out": os.path.join("runs", "gradients")}
-QUICK = {"lengths": [25, 50], "tasks": ["adding"], "steps": 40, "out": os.path.join("runs", "gradients-quick")}
 EXPLODING_GAIN, EXPLODING_LR = 3.0, 0.05
 PROBE_BATCH, EVAL_EXAMPLES, TRAIN_EXAMPLES = 128, 512, 4096
 
 
+@dataclasses.dataclass
+class GradientsConfig(Config):
+    """Every setting of the lab."""
+
+    lengths: list = setting([25, 50, 100, 200], "sequence lengths", quick=[25, 50], kind="positive_int")
+    tasks: list = setting(list(gf.TASKS), "tasks", quick=["adding"], choices=gf.TASKS)
+    cells: list = setting(list(gf.CELLS), "cells", choices=gf.CELLS)
+    steps: int = setting(300, "training steps per cell and length", quick=40)
+    units: int = setting(32, "recurrent units")
+    batch_size: int = setting(32, "examples per training step")
+    seed: int = setting(0, "seed of the data and the weights", kind="int")
+    clipnorm: float = setting(1.0, "global gradient norm to clip at")
+    learning_rate: float = setting(3e-3, "Adam learning rate")
+
+
 def build_parser():
-    p = cli.Parser(prog="python -m trainers.gradients", description=__doc__.splitlines()[0])
-
-    def flag(name, help, **kwargs):
-        dest = name[2:].replace("-", "_")
-        p.add_argument(name, help=f"{help} ({cli.default_text(dest, DEFAULTS, QUICK)})", **kwargs)
-
-    flag("--lengths", "sequence lengths", type=cli.positive_int, nargs="+")
-    flag("--tasks", "tasks", nargs="+", choices=gf.TASKS)
-    flag("--cells", "cells", nargs="+", choices=gf.CELLS)
-    flag("--steps", "training steps per cell and length", type=cli.positive_int)
-    flag("--units", "recurrent units", type=cli.positive_int)
-    flag("--batch-size", "examples per training step", type=cli.positive_int)
-    flag("--seed", "seed of the data and the weights", type=int)
-    flag("--clipnorm", "global gradient norm to clip at", type=cli.positive_float)
-    flag("--learning-rate", "Adam learning rate", type=cli.positive_float)
-    flag("--out", "folder for the plots and results.json")
-    p.add_argument("--quick", action="store_true", help="about a minute: short sequences, few steps")
-    return p
+    return cli.config_parser(GradientsConfig, "python -m trainers.gradients", __doc__.splitlines()[0],
+                             "runs/gradients", out_help="folder for the plots and results.json")
 
 
 def measure(task, length, cell, args):
@@ -97,10 +94,12 @@ def plot_clipping(result, path):
 
 
 def main(argv=None):
-    args = cli.resolve(build_parser().parse_args(argv), DEFAULTS, QUICK)
-    os.makedirs(args.out, exist_ok=True)
+    parsed = build_parser().parse_args(argv)
+    args = cli.config_from_args(GradientsConfig, parsed)
+    out = cli.output_folders(parsed, "gradients", folder="runs").out
+    os.makedirs(out, exist_ok=True)
     started = time.time()
-    results = {"settings": {k: getattr(args, k) for k in DEFAULTS}, "backend": keras.backend.backend(), "tasks": {}}
+    results = {"settings": args.to_dict(), "backend": keras.backend.backend(), "tasks": {}}
     for task in args.tasks:
         for length in args.lengths:
             cells = {cell: measure(task, length, cell, args) for cell in args.cells}
@@ -109,20 +108,20 @@ def main(argv=None):
                 moment = "at initialisation" if when == "initial" else f"after {args.steps} steps"
                 gf.plot_gradient_norms({gf.LABELS[c]: r[f"{when}_norms"] for c, r in cells.items()},
                                        f"{task}, length {length}, {moment}",
-                                       os.path.join(args.out, f"{task}-{length}-{when}.png"))
+                                       os.path.join(out, f"{task}-{length}-{when}.png"))
             print(f"{task} length {length}: " + "; ".join(
                 f"{gf.LABELS[c]} |dL/dh_0| {r['initial_norms'][0]:.2e} -> {r['trained_norms'][0]:.2e}, "
                 f"{'MSE' if task == 'adding' else 'accuracy'} {r['score']:.3f}" for c, r in cells.items()), flush=True)
     results["exploding"] = exploding(args)
-    plot_clipping(results["exploding"], os.path.join(args.out, "clipping.png"))
+    plot_clipping(results["exploding"], os.path.join(out, "clipping.png"))
     for label, run in results["exploding"]["runs"].items():
         largest, final = max(run["grad_norm"], default=float("nan")), run["loss"][-1] if run["loss"] else float("nan")
         print(f"exploding SimpleRNN, {label}: largest gradient norm {largest:.3g}, final loss {final:.3g}"
               + (", diverged" if run["diverged"] else ""))
     results["seconds"] = round(time.time() - started, 1)
-    with open(os.path.join(args.out, "results.json"), "w") as handle:
+    with open(os.path.join(out, "results.json"), "w") as handle:
         json.dump(results, handle, indent=1)
-    print(f"done in {results['seconds']} s; plots and results.json in {args.out}")
+    print(f"done in {results['seconds']} s; plots and results.json in {out}")
     return 0
 
 

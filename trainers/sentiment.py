@@ -14,67 +14,62 @@ label 1 positive and 0 negative.
 
 from trainers import cli  # noqa: I001 - sets the environment before TensorFlow/Keras load
 
-import argparse
 import collections
+import dataclasses
 import os
 import time
 
 import keras
 import numpy as np
 
-from models.sentiment import SentimentClassifier, SentimentNet, review_tokens, truncate
-from models.text import Vocabulary
-from trainers import data, devices, word_vectors
+from models.classifier import SentimentClassifier
+from models.config import setting
+from models.sentiment import SentimentNet, SentimentNetConfig
+from models.text import Vocabulary, review_tokens, truncate
+from trainers import data, word_vectors
 from trainers.averaging import TailWeightAverage
 from trainers.batching import LengthBatches, fit_input, pad
+from trainers.training import TrainingRun, data_parallel_setting, precision_setting, training_setting
 
-# Chosen on the film-held-out validation split (benchmarks/RESULTS.md lists every run): with the
-# embedding started from word vectors, a second pass at a high learning rate already memorises the
-# training reviews; two epochs with the cosine decay ending in the second had the lowest loss, and
-# the mean of the weights over the second epoch lower still.
-DEFAULTS = {
-    "epochs": 2, "batch_size": 32, "units": 64, "seed": 1337, "out": None, "max_examples": None,
-    "embedding_dim": 128, "cell": "lstm", "vocab_size": 20000, "max_length": 400, "dropout": 0.5,
-    "word_dropout": 0.25, "min_films": 5, "embedding_init": "ppmi", "freeze_embedding": False,
-    "average_weights": True,
-    "learning_rate": 2e-3, "clipnorm": 1.0, "patience": 2,
-}
-QUICK = {"epochs": 2, "max_examples": 2000, "units": 16, "embedding_dim": 32, "vocab_size": 5000, "max_length": 200,
-         "min_films": 1}
 VALIDATION_FRACTION = 0.1
 PAD_MULTIPLE = 50  # batch widths are multiples of this: at most max_length / 50 shapes to compile
 
 
+@dataclasses.dataclass
+class SentimentConfig(SentimentNetConfig):
+    """Every setting of a sentiment run: the network's (`SentimentNetConfig`), then these.
+
+    Chosen on the film-held-out validation split (benchmarks/RESULTS.md lists every run): with the
+    embedding started from word vectors, a second pass at a high learning rate already memorises
+    the training reviews; two epochs with the cosine decay ending in the second had the lowest
+    loss, and the mean of the weights over the second epoch lower still.
+    """
+
+    source: str = setting("keras", "corpus reader: the aclImdb archive through the Keras cache or TFDS imdb_reviews",
+                          choices=("keras", "tfds"))
+    vocab: int = setting(20000, "most frequent training words kept", quick=5000)
+    min_films: int = setting(5, "keep only words used in reviews of at least this many films, so no film's names "
+                                "(--source keras only; 1: all words)", quick=1)
+    embedding_init: str = setting("ppmi", "start the embedding from word vectors of the training and the 50,000 "
+                                          "unlabelled reviews (ppmi: SVD of positive PMI, trainers/word_vectors.py) "
+                                          "or at random", choices=("ppmi", "random"))
+    freeze_embedding: bool = setting(False, "keep the ppmi word vectors fixed in training (no: they are fine-tuned)")
+    average_weights: bool = setting(True, "average the weights over the second half of training "
+                                          "(trainers/averaging.py) and keep the mean if its validation loss is lower")
+    epochs: int = training_setting("epochs", 2)
+    batch_size: int = training_setting("batch_size", 32)
+    learning_rate: float = training_setting("learning_rate", 2e-3)
+    clipnorm: float = training_setting("clipnorm", 1.0)
+    patience: int = training_setting("patience", 2)
+    seed: int = training_setting("seed", 1337)
+    max_examples: int | None = training_setting("max_examples", None, quick=2000, shown="all")
+    precision: str = precision_setting()
+    data_parallel: bool = data_parallel_setting()
+
+
 def build_parser():
-    notes = {"out": "default saved_models/sentiment-imdb, runs/sentiment-imdb-quick with --quick",
-             "max_examples": f"default all, {QUICK['max_examples']} with --quick"}
-    p = cli.parser("python -m trainers.sentiment", __doc__.splitlines()[0], DEFAULTS, QUICK, notes)
-    p.add_argument("--source", choices=["keras", "tfds"], default="keras",
-                   help="corpus reader: the aclImdb archive through the Keras cache (default) or TFDS imdb_reviews")
-    p.add_argument("--test-file", help="with --evaluate: label<TAB>review lines (1 positive, 0 negative)")
-    p.add_argument("--cell", choices=["lstm", "gru"], help="recurrent cell (default lstm)")
-    p.add_argument("--embedding-dim", type=cli.positive_int, help="embedding size (default 128)")
-    p.add_argument("--embedding-init", choices=["ppmi", "random"],
-                   help="start the embedding from word vectors of the training and the 50,000 unlabelled "
-                        "reviews (ppmi: SVD of positive PMI, trainers/word_vectors.py) or at random (default ppmi)")
-    p.add_argument("--freeze-embedding", action=argparse.BooleanOptionalAction,
-                   help="keep the ppmi word vectors fixed in training (default no: they are fine-tuned)")
-    p.add_argument("--average-weights", action=argparse.BooleanOptionalAction,
-                   help="average the weights over the second half of training (trainers/averaging.py) and keep "
-                        "the mean if its validation loss is lower (default yes)")
-    p.add_argument("--vocab-size", type=cli.positive_int, help="most frequent training words kept (default 20000)")
-    p.add_argument("--min-films", type=cli.positive_int,
-                   help="keep only words used in reviews of at least this many films, so no film's names "
-                        "(--source keras only; default 5, 1 with --quick: all words)")
-    p.add_argument("--max-length", type=cli.positive_int, help="words read per review (default 400)")
-    p.add_argument("--dropout", type=float, help="dropout before the output layer (default 0.5)")
-    p.add_argument("--word-dropout", type=float,
-                   help="fraction of words dropped from each training review (default 0.25)")
-    p.add_argument("--learning-rate", type=cli.positive_float,
-                   help="initial Adam learning rate, cosine-decayed to 5%% (default 0.002)")
-    p.add_argument("--clipnorm", type=cli.positive_float, help="gradient clipping norm (default 1.0)")
-    p.add_argument("--patience", type=cli.positive_int, help="epochs without validation improvement (default 2)")
-    return p
+    return cli.config_parser(SentimentConfig, "python -m trainers.sentiment", __doc__.splitlines()[0],
+                             "saved_models/sentiment-imdb", "label<TAB>review lines (1 positive, 0 negative)")
 
 
 def build_vocabulary(token_lists, films, max_size, min_films):
@@ -194,127 +189,119 @@ def read_test_file(path):
     return texts, np.asarray(labels)
 
 
-def evaluate(args):
-    if not args.model:
-        raise cli.UsageError("--evaluate needs --model DIR (for example saved_models/sentiment-imdb)")
-    if not args.test_file:
-        raise cli.UsageError("--evaluate needs --test-file FILE.tsv (label<TAB>review per line)")
+def evaluate(config, args):
     texts, labels = read_test_file(args.test_file)  # before the model: a bad file fails at once
     classifier = SentimentClassifier.load(args.model)
     print_metrics(os.path.basename(args.test_file), metrics(labels, classifier.predict(texts)))
     return 0
 
 
-def train(args):
-    checkpoints = cli.RunCheckpoints(args)  # first: refuses a clash with an interrupted run at once
-    keras.utils.set_random_seed(args.seed)
-    started = time.time()
-    corpus = data.load_imdb(args.source, unlabelled=args.embedding_init == "ppmi", max_unlabelled=args.max_examples)
-    train_texts, train_labels = corpus["train"]
+def load_splits(config):
+    """`(splits, corpus)`: `splits` maps train / validation / test to `(texts, labels, films)`
+    (`films` `None` but for training with `--source keras`); `corpus` is `data.load_imdb`'s.
+
+    The film of each training review (keras source): the official test films are disjoint from
+    the training films, so validation holds out whole films too, and early stopping sees the
+    situation of the test. TFDS's copy has no film ids; it falls back to random reviews.
+    """
+    corpus = data.load_imdb(config.source, unlabelled=config.embedding_init == "ppmi",
+                            max_unlabelled=config.max_examples)
+    texts, labels = corpus["train"]
     test_texts, test_labels = corpus["test"]
-    # The film of each training review (keras source): the official test films are disjoint
-    # from the training films, so validation holds out whole films too, and early stopping sees
-    # the situation of the test. TFDS's copy has no film ids; it falls back to random reviews.
     films = corpus.get("films", {}).get("train")
-    train_rows = list(range(len(train_texts)))
-    if args.max_examples:
-        train_rows, train_labels = data.subset(train_rows, train_labels, args.max_examples, args.seed)
-        test_texts, test_labels = data.subset(test_texts, test_labels, args.max_examples, args.seed + 1)
-    row_films = [films[i] for i in train_rows] if films else None
+    rows = list(range(len(texts)))
+    if config.max_examples:
+        rows, labels = data.subset(rows, labels, config.max_examples, config.seed)
+        test_texts, test_labels = data.subset(test_texts, test_labels, config.max_examples, config.seed + 1)
+    row_films = [films[i] for i in rows] if films else None
     (train_rows, train_labels), (val_rows, val_labels) = data.holdout(
-        train_rows, train_labels, VALIDATION_FRACTION, args.seed, groups=row_films)
-    val_texts = [train_texts[i] for i in val_rows]
-    train_films = [films[i] for i in train_rows] if films else None
-    train_texts = [train_texts[i] for i in train_rows]
-    sizes = {"train": len(train_texts), "validation": len(val_texts), "test": len(test_texts)}
-    print(f"IMDB ({args.source}): " + ", ".join(f"{k} {v}" for k, v in sizes.items()) + " reviews"
-          + (f"; validation holds out {len(set(films[i] for i in val_rows))} whole films" if films else ""))
+        rows, labels, VALIDATION_FRACTION, config.seed, groups=row_films)
+    def part(rows, labels):
+        return [texts[i] for i in rows], labels, [films[i] for i in rows] if films else None
 
-    train_tokens = [review_tokens(t) for t in train_texts]
-    vocabulary = build_vocabulary(train_tokens, train_films, args.vocab_size, args.min_films)
-    train_data = batches(vocabulary, args.max_length, train_tokens, train_labels, args.batch_size, args.seed, True)
-    val_data = batches(vocabulary, args.max_length, [review_tokens(t) for t in val_texts], val_labels,
-                       args.batch_size, args.seed, False)
-    print(f"vocabulary {len(vocabulary)} words; {len(train_data)} training batches of {args.batch_size}; "
-          f"reviews truncated to {args.max_length} words")
+    splits = {"train": part(train_rows, train_labels), "validation": part(val_rows, val_labels),
+              "test": (test_texts, test_labels, None)}
+    return splits, corpus
 
-    vectors, vector_seconds = None, 0.0
-    if args.embedding_init == "ppmi":
-        vector_start = time.time()
-        rows = [vocabulary.encode(tokens) for tokens in train_tokens + [review_tokens(t) for t in corpus["unlabelled"]]]
-        vectors = word_vectors.ppmi_svd_vectors(rows, len(vocabulary), args.embedding_dim, seed=args.seed)
-        vector_seconds = time.time() - vector_start
-        print(f"word vectors from {len(rows)} reviews ({sum(map(len, rows))} words) in {vector_seconds:.0f} s")
 
-    scope, hardware = devices.setup(args)
-    with scope:  # --data-parallel (TensorFlow) builds the model inside its strategy
-        model = SentimentNet(len(vocabulary), args.embedding_dim, args.units, args.cell, args.dropout, args.max_length,
-                             args.word_dropout, args.rnn_impl)
-        model.build()  # before fit: BackupAndRestore needs a built model
-        if vectors is not None:
-            model.embedding.embeddings.assign(vectors)
-            model.embedding.trainable = not args.freeze_embedding
-        # Cosine decay to 5% over the planned epochs: late epochs refine instead of memorising.
-        schedule = keras.optimizers.schedules.CosineDecay(args.learning_rate, args.epochs * len(train_data), alpha=0.05)
-        model.compile(keras.optimizers.Adam(schedule, clipnorm=args.clipnorm),
-                      loss=keras.losses.BinaryCrossentropy(from_logits=True),
-                      metrics=[keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")])
-    callbacks = checkpoints.callbacks(args.patience)
-    averager = TailWeightAverage(args.epochs * len(train_data), fraction=0.5) if args.average_weights else None
-    fit_start = time.time()
-    # shuffle=False: the batches shuffle themselves each epoch (Keras would only reorder them again)
-    model.fit(fit_input(train_data), shuffle=False, validation_data=fit_input(val_data), epochs=args.epochs,
-              verbose=1, callbacks=callbacks + ([averager] if averager else []))
-    checkpoints.restore_best(model)
-    averaging = choose_average(model, averager, val_data) if averager else None
-    train_seconds = time.time() - fit_start
+def initial_embedding(config, vocabulary, train_tokens, unlabelled_texts):
+    """`(vectors (vocab, embedding_dim) or None, seconds)`: PPMI-SVD word vectors of the training and
+    unlabelled reviews for `--embedding-init ppmi`."""
+    if config.embedding_init != "ppmi":
+        return None, 0.0
+    start = time.time()
+    rows = [vocabulary.encode(tokens) for tokens in train_tokens + [review_tokens(t) for t in unlabelled_texts]]
+    vectors = word_vectors.ppmi_svd_vectors(rows, len(vocabulary), config.embedding_dim, seed=config.seed)
+    seconds = time.time() - start
+    print(f"word vectors from {len(rows)} reviews ({sum(map(len, rows))} words) in {seconds:.0f} s")
+    return vectors, seconds
+
+
+def build_model(config, vectors):
+    """A built `SentimentNet`, its embedding started from `vectors` (frozen with `--freeze-embedding`)."""
+    model = SentimentNet(config)
+    model.build()
+    if vectors is not None:
+        model.embedding.embeddings.assign(vectors)
+        model.embedding.trainable = not config.freeze_embedding
+    return model
+
+
+def train(config, args):
+    run = TrainingRun(config, args.out, args.resume)  # first: refuses a clash with an interrupted run at once
+    splits, corpus = load_splits(config)
+    films = splits["train"][2]
+    print(f"IMDB ({config.source}): " + ", ".join(f"{k} {len(v[0])}" for k, v in splits.items()) + " reviews"
+          + (f"; validation holds out {len(set(splits['validation'][2]))} whole films" if films else ""))
+    train_tokens = [review_tokens(t) for t in splits["train"][0]]
+    vocabulary = build_vocabulary(train_tokens, films, config.vocab, config.min_films)
+    config = dataclasses.replace(config, vocab_size=len(vocabulary))
+    train_data = batches(vocabulary, config.max_length, train_tokens, splits["train"][1], config.batch_size,
+                         config.seed, True)
+    val_data = batches(vocabulary, config.max_length, [review_tokens(t) for t in splits["validation"][0]],
+                       splits["validation"][1], config.batch_size, config.seed, False)
+    print(f"vocabulary {len(vocabulary)} words; {len(train_data)} training batches of {config.batch_size}; "
+          f"reviews truncated to {config.max_length} words")
+    vectors, vector_seconds = initial_embedding(config, vocabulary, train_tokens, corpus.get("unlabelled", []))
+
+    averager = TailWeightAverage(config.epochs * len(train_data), fraction=0.5) if config.average_weights else None
+    model = run.fit(lambda: build_model(config, vectors), train_data, val_data,
+                    keras.losses.BinaryCrossentropy(from_logits=True),
+                    [keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")], [averager] if averager else [])
+    averaging = choose_average(model, averager, val_data) if averager else "off"
     classifier = SentimentClassifier(model, vocabulary)
-
-    result = metrics(test_labels, classifier.predict(test_texts, batch_size=128))
+    result = metrics(splits["test"][1], classifier.predict(splits["test"][0], batch_size=128))
     print_metrics("test", result)
-    settings = {k: getattr(args, k) for k in DEFAULTS if k != "out"} | {"source": args.source, "quick": args.quick}
-    card = {
-        "task": "sentiment classification (positive / negative movie reviews)",
-        "model": f"SentimentNet: embedding + bidirectional {args.cell.upper()} (ours) + masked mean/max pooling",
-        "corpus": {"name": "IMDB Large Movie Review Dataset (Maas et al., 2011)", **corpus["info"]},
-        "split": {"official": "25,000 train / 25,000 test",
-                  "validation_from": f"seeded {VALIDATION_FRACTION:.0%} of the training "
-                                     + ("films (whole films held out)" if films else "reviews"),
-                  "seed": args.seed, **sizes},
-        "vocabulary": len(vocabulary),
-        "settings": settings,
-        "hardware": hardware,
-        "parameters": int(model.count_params()),
-        "embedding_init": ({"method": word_vectors.METHOD, "reviews": "training split + unlabelled",
-                            "seconds": round(vector_seconds, 1)}
-                           if vectors is not None else "random"),
-        "explanation": "integrated gradients on the word embeddings (zero baseline), scores in logits",
-        "training": checkpoints.record(),
-        "weight_average": averaging or "off",
-        "test": result,
-    }
-    classifier.save(args.out, card)
-    checkpoints.finish()
-    print(f"training {train_seconds / 60:.1f} min (total {(time.time() - started) / 60:.1f} min); saved to {args.out}")
+    run.save(classifier, run.card(
+        model, task="sentiment classification (positive / negative movie reviews)",
+        model=f"SentimentNet: embedding + bidirectional {config.cell.upper()} + masked mean/max pooling",
+        corpus={"name": "IMDB Large Movie Review Dataset (Maas et al., 2011)", **corpus["info"]},
+        split={"official": "25,000 train / 25,000 test", "seed": config.seed,
+               "validation_from": f"seeded {VALIDATION_FRACTION:.0%} of the training "
+                                  + ("films (whole films held out)" if films else "reviews"),
+               **{k: len(v[0]) for k, v in splits.items()}},
+        vocabulary=len(vocabulary),
+        embedding_init=({"method": word_vectors.METHOD, "reviews": "training split + unlabelled",
+                         "seconds": round(vector_seconds, 1)} if vectors is not None else "random"),
+        explanation="integrated gradients on the word embeddings (zero baseline), scores in logits",
+        weight_average=averaging, test=result))
     return 0
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    fixed = {}
     if args.source == "tfds":  # TFDS's copy has no film ids: all words are kept
         if args.min_films is not None and args.min_films > 1:
             raise cli.UsageError("--min-films needs the film of each review, which only --source keras has")
-        args.min_films = 1
-    args = cli.resolve(args, DEFAULTS, QUICK)
-    cli.default_out(args, "sentiment-imdb")
+        fixed["min_films"] = 1
+    config = cli.config_from_args(SentimentConfig, args, **fixed)
+    cli.output_folders(args, "sentiment-imdb")
     if args.evaluate:
-        return evaluate(args)
-    if args.freeze_embedding and args.embedding_init == "random":
+        return evaluate(config, args)
+    if config.freeze_embedding and config.embedding_init == "random":
         raise cli.UsageError("--freeze-embedding needs --embedding-init ppmi (a random embedding must learn)")
-    for flag in ("dropout", "word_dropout"):
-        if not 0.0 <= getattr(args, flag) < 1.0:
-            raise cli.UsageError(f"--{flag.replace('_', '-')} must be in [0, 1), got {getattr(args, flag)}")
-    return train(args)
+    return train(config, args)
 
 
 if __name__ == "__main__":

@@ -13,73 +13,75 @@ case-sensitive); a source with several translations is scored against all of the
 
 from trainers import cli  # noqa: I001 - first: sets environment variables read when Keras/TensorFlow load
 
+import dataclasses
 import os
 import time
 
-import keras
 import numpy as np
 import sacrebleu
 
+from models.config import setting
+from models.seq2seq import Seq2SeqAttention, Seq2SeqConfig, masked_accuracy, masked_loss
 from models.text import TrueCaser, Vocabulary, tokenize
-from models.translator import Seq2SeqAttention, Translator, masked_accuracy, masked_loss
-from trainers import data, devices
-from trainers.batching import LengthBatches, fit_input, pad
+from models.translator import Translator
+from trainers import data
+from trainers.batching import LengthBatches, pad
+from trainers.training import TrainingRun, data_parallel_setting, precision_setting, training_setting
 
-# Defaults, sized by measurement on a 2-core CPU with KERAS_BACKEND=jax: 8 epochs of about 5.8
-# minutes, 48.5 minutes in all with the data and the scoring. A 10-epoch run took 70 minutes and
-# lowered the validation loss by only 0.005 after epoch 8 (0.919 -> 0.915).
-DEFAULTS = dict(
-    epochs=8, batch_size=64, units=256, seed=42, out=None, max_examples=None,
-    embedding_dim=128, source_vocab=16000, target_vocab=8000, min_count=2, max_length=20, dropout=0.2,
-    learning_rate=2e-3, clipnorm=1.0, patience=2, beam_width=5,
-)
 LENGTH_PENALTIES = (0.0, 0.5, 1.0)  # alphas of beam search tried on the validation split after training
-QUICK = dict(epochs=3, units=64, embedding_dim=64, max_examples=10000, source_vocab=3000, target_vocab=2000,
-             max_length=12, batch_size=32, learning_rate=5e-3)
 VALIDATION_FRACTION = TEST_FRACTION = 0.03  # of the unique source sentences
 
 
+@dataclasses.dataclass
+class TranslateConfig(Seq2SeqConfig):
+    """Every setting of a translation run: the network's (`Seq2SeqConfig`), then these.
+
+    Defaults sized by measurement on a 2-core CPU with KERAS_BACKEND=jax: 8 epochs of about 5.8
+    minutes, 48.5 minutes in all with the data and the scoring. A 10-epoch run took 70 minutes
+    and lowered the validation loss by only 0.005 after epoch 8 (0.919 -> 0.915).
+    """
+
+    direction: str = setting("spa-eng", "source-target languages", choices=("spa-eng", "eng-spa"))
+    source_vocab: int = setting(16000, "most source words kept", quick=3000)
+    target_vocab: int = setting(8000, "most target words kept", quick=2000)
+    min_count: int = setting(2, "words seen fewer times in training are unknown")
+    max_length: int = setting(20, "longest training sentence in words; longer pairs are left out of training",
+                              quick=12)
+    max_source_length: int = setting(60, "longest input translated, in words (the rest is cut, with a notice)")
+    max_target_length: int = setting(60, "most words of a translation")
+    beam_width: int = setting(5, "beam width of the evaluation")
+    length_penalty: float | None = setting(
+        None, "alpha of the GNMT length normalisation of beam search, 0 to 2", kind="nonnegative",
+        shown=f"training picks the best of {LENGTH_PENALTIES} on the validation split; --evaluate uses the model's")
+    epochs: int = training_setting("epochs", 8, quick=3)
+    batch_size: int = training_setting("batch_size", 64, quick=32)
+    learning_rate: float = training_setting("learning_rate", 2e-3, quick=5e-3)
+    clipnorm: float = training_setting("clipnorm", 1.0)
+    patience: int = training_setting("patience", 2)
+    seed: int = training_setting("seed", 42)
+    max_examples: int | None = training_setting("max_examples", None, quick=10000, shown="all")
+    precision: str = precision_setting()
+    data_parallel: bool = data_parallel_setting()
+
+
 def build_parser():
-    notes = {"out": "default saved_models/translate-DIRECTION, runs/translate-DIRECTION-quick with --quick",
-             "max_examples": f"default all, {QUICK['max_examples']} with --quick"}
-    p = cli.parser("python -m trainers.translate", __doc__.split("\n\n")[0], DEFAULTS, QUICK, notes)
-
-    def flag(name, help, **kwargs):
-        dest = name[2:].replace("-", "_")
-        p.add_argument(name, help=f"{help} ({cli.default_text(dest, DEFAULTS, QUICK)})", **kwargs)
-
-    p.add_argument("--direction", choices=["spa-eng", "eng-spa"], default="spa-eng",
-                   help="source-target languages (default spa-eng)")
-    p.add_argument("--cell", choices=["gru", "lstm"], default="gru", help="recurrent cell (default gru)")
-    flag("--embedding-dim", "embedding size", type=cli.positive_int)
-    flag("--source-vocab", "most source words kept", type=cli.positive_int)
-    flag("--target-vocab", "most target words kept", type=cli.positive_int)
-    flag("--min-count", "words seen fewer times in training are unknown", type=cli.positive_int)
-    flag("--max-length", "longest training sentence in words; longer pairs are left out of training",
-         type=cli.positive_int)
-    flag("--dropout", "dropout on the embeddings and the attentional state", type=float)
-    flag("--learning-rate", "initial Adam learning rate, cosine-decayed to 5%%", type=cli.positive_float)
-    flag("--clipnorm", "gradient clipping norm", type=cli.positive_float)
-    flag("--patience", "epochs without a better validation loss before stopping", type=cli.positive_int)
-    flag("--beam-width", "beam width of the evaluation", type=cli.positive_int)
-    p.add_argument("--length-penalty", type=float,
-                   help="alpha of the GNMT length normalisation of beam search (default: training picks the "
-                        f"best of {LENGTH_PENALTIES} on the validation split; --evaluate uses the model's)")
-    p.add_argument("--test-file", help="with --evaluate: a UTF-8 file of source<TAB>reference[<TAB>reference...] lines")
+    p = cli.config_parser(TranslateConfig, "python -m trainers.translate", __doc__.split("\n\n")[0],
+                          "saved_models/translate-DIRECTION",
+                          "a UTF-8 file of source<TAB>reference[<TAB>reference...] lines")
     p.add_argument("--show", type=int, default=5, help="examples to print (default 5)")
     return p
 
 
 # --- data -------------------------------------------------------------------------------------------
 
-def load_pairs(args):
+def load_pairs(config):
     """`(source, target)` pairs of the chosen direction, deduplicated (and subsampled)."""
     english_spanish, info = data.load_spa_eng()
-    pairs = [(s, e) for e, s in english_spanish] if args.direction == "spa-eng" else english_spanish
+    pairs = [(s, e) for e, s in english_spanish] if config.direction == "spa-eng" else english_spanish
     pairs = data.drop_duplicates(pairs, key=lambda p: (tuple(tokenize(p[0])), tuple(tokenize(p[1]))))
     info["pairs"], info["duplicates_dropped"] = len(english_spanish), len(english_spanish) - len(pairs)
-    if args.max_examples and args.max_examples < len(pairs):
-        keep = np.sort(np.random.default_rng(args.seed).choice(len(pairs), args.max_examples, replace=False))
+    if config.max_examples and config.max_examples < len(pairs):
+        keep = np.sort(np.random.default_rng(config.seed).choice(len(pairs), config.max_examples, replace=False))
         pairs = [pairs[i] for i in keep]
     return pairs, info
 
@@ -195,112 +197,88 @@ def read_test_file(path):
     return group_references(pairs)
 
 
-def evaluate(args):
-    directory = args.model or args.out
-    sources, streams = read_test_file(args.test_file)  # before the model: a bad file fails at once
-    translator = Translator.load(directory)
-    results, shown = {}, None
-    for width in sorted({1, args.beam_width}):
+def score_widths(translator, sources, streams, beam_width, length_penalty=None):
+    """`({"greedy": scores, "beam k": scores}, hypotheses of the widest search)`."""
+    results, hypotheses = {}, None
+    for width in sorted({1, beam_width}):
         label = "greedy" if width == 1 else f"beam {width}"
-        results[label], hypotheses = score(translator, sources, streams, width, args.length_penalty)
-        shown = hypotheses
-    report(os.path.basename(args.test_file), results, sources, streams, shown, args.show)
+        results[label], hypotheses = score(translator, sources, streams, width, length_penalty)
+    return results, hypotheses
+
+
+def evaluate(config, args):
+    sources, streams = read_test_file(args.test_file)  # before the model: a bad file fails at once
+    translator = Translator.load(args.model)
+    results, hypotheses = score_widths(translator, sources, streams, config.beam_width, config.length_penalty)
+    report(os.path.basename(args.test_file), results, sources, streams, hypotheses, args.show)
     return 0
 
 
 # --- training ---------------------------------------------------------------------------------------
 
-def train(args):
-    checkpoints = cli.RunCheckpoints(args)  # first: refuses a clash with an interrupted run at once
-    keras.utils.set_random_seed(args.seed)
-    cli.flush_denormals()
-    started = time.time()
-    pairs, corpus = load_pairs(args)
-    train_pairs, validation_pairs, test_pairs = split_pairs(pairs, args.seed)
-    sizes = {name: {"pairs": len(part), "sources": len({source_key(p) for p in part})}
-             for name, part in (("train", train_pairs), ("validation", validation_pairs), ("test", test_pairs))}
-    print(f"{corpus['pairs']} pairs, {corpus['duplicates_dropped']} duplicates dropped, "
-          f"{len(pairs)} used; split by source sentence (seed {args.seed}): "
-          + ", ".join(f"{k} {v['pairs']} pairs / {v['sources']} sources" for k, v in sizes.items()))
-
-    source_vocab = Vocabulary.build((tokenize(s) for s, _ in train_pairs), args.source_vocab, args.min_count)
-    target_vocab = Vocabulary.build((tokenize(t) for _, t in train_pairs), args.target_vocab, args.min_count)
-    truecaser = TrueCaser.build(t for _, t in train_pairs)
-    train_data = pair_batches(*encode_pairs(train_pairs, source_vocab, target_vocab, args.max_length),
-                         args.batch_size, args.seed)
-    validation_data = pair_batches(*encode_pairs(validation_pairs, source_vocab, target_vocab, args.max_length),
-                              args.batch_size, args.seed, shuffle=False)
+def train(config, args):
+    run = TrainingRun(config, args.out, args.resume)  # first: refuses a clash with an interrupted run at once
+    pairs, corpus = load_pairs(config)
+    train_pairs, validation_pairs, test_pairs = split_pairs(pairs, config.seed)
+    sizes = split_sizes(train_pairs, validation_pairs, test_pairs)
+    print(f"{corpus['pairs']} pairs, {corpus['duplicates_dropped']} duplicates dropped, {len(pairs)} used; split by "
+          f"source sentence (seed {config.seed}): " + ", ".join(f"{k} {v['pairs']} pairs / {v['sources']} sources"
+                                                                for k, v in sizes.items()))
+    source_vocab = Vocabulary.build((tokenize(s) for s, _ in train_pairs), config.source_vocab, config.min_count)
+    target_vocab = Vocabulary.build((tokenize(t) for _, t in train_pairs), config.target_vocab, config.min_count)
+    config = dataclasses.replace(config, source_vocab_size=len(source_vocab), target_vocab_size=len(target_vocab))
+    train_data, validation_data = (
+        pair_batches(*encode_pairs(part, source_vocab, target_vocab, config.max_length), config.batch_size,
+                     config.seed, shuffle) for part, shuffle in ((train_pairs, True), (validation_pairs, False)))
     print(f"vocabularies: source {len(source_vocab)}, target {len(target_vocab)} words; "
-          f"{len(train_data)} training batches of {args.batch_size}")
+          f"{len(train_data)} training batches of {config.batch_size}")
 
-    scope, hardware = devices.setup(args)
-    with scope:  # --data-parallel (TensorFlow) builds the model inside its strategy
-        model = Seq2SeqAttention(len(source_vocab), len(target_vocab), args.embedding_dim, args.units,
-                                 cell=args.cell, dropout=args.dropout, rnn_impl=args.rnn_impl)
-        model.build()
-        # Cosine decay to 5% over the planned epochs: the last epochs refine instead of bouncing.
-        schedule = keras.optimizers.schedules.CosineDecay(args.learning_rate, args.epochs * len(train_data), alpha=0.05)
-        model.compile(keras.optimizers.Adam(schedule, clipnorm=args.clipnorm), loss=masked_loss,
-                      metrics=[masked_accuracy])
-    callbacks = checkpoints.callbacks(args.patience)
-    fit_start = time.time()
-    # shuffle=False: the batches shuffle themselves each epoch (Keras would only reorder them again)
-    model.fit(fit_input(train_data), shuffle=False, validation_data=fit_input(validation_data),
-              epochs=args.epochs, callbacks=callbacks, verbose=1)
-    train_seconds = time.time() - fit_start
-    checkpoints.restore_best(model)
-
-    settings = {"direction": args.direction, "max_source_length": 60, "max_target_length": 60,
-                "length_penalty": 1.0}
-    translator = Translator(model, source_vocab, target_vocab, truecaser, settings)
-    tuning = {}
-    if args.length_penalty is None and args.beam_width > 1:
-        translator.settings["length_penalty"], tuning = tune_length_penalty(translator, validation_pairs,
-                                                                            args.beam_width)
-    elif args.length_penalty is not None:
-        translator.settings["length_penalty"] = args.length_penalty
+    model = run.fit(lambda: Seq2SeqAttention(config), train_data, validation_data, masked_loss, [masked_accuracy])
+    translator = Translator(model, source_vocab, target_vocab, TrueCaser.build(t for _, t in train_pairs),
+                            translator_settings(config))
+    tuning = choose_length_penalty(translator, config, validation_pairs)
     sources, streams = group_references(test_pairs)
-    results = {}
-    for width in sorted({1, args.beam_width}):
-        label = "greedy" if width == 1 else f"beam {width}"
-        results[label], hypotheses = score(translator, sources, streams, width)
+    results, hypotheses = score_widths(translator, sources, streams, config.beam_width)
     report("test", results, sources, streams, hypotheses, args.show)
-
-    hyper = {k: getattr(args, k) for k in ("epochs", "batch_size", "units", "embedding_dim", "cell",
-                                           "source_vocab", "target_vocab", "min_count", "max_length", "dropout",
-                                           "learning_rate", "clipnorm", "patience", "seed", "max_examples",
-                                           "quick", "beam_width")}
-    card = {
-        "task": f"translation {args.direction}",
-        "model": "Seq2SeqAttention: embedding + bidirectional encoder, decoder with Bahdanau attention",
-        "corpus": {"name": "spa-eng (Tatoeba via manythings.org/anki)", **corpus},
-        "split": {"by": "source sentence", "seed": args.seed,
-                  "fractions": {"validation": VALIDATION_FRACTION, "test": TEST_FRACTION}, **sizes},
-        "vocabulary": {"source": len(source_vocab), "target": len(target_vocab), "min_count": args.min_count},
-        "settings": hyper,
-        "hardware": hardware,
-        "parameters": int(model.count_params()),
-        "training": checkpoints.record(),
-        "length_penalty": {"alpha": translator.settings["length_penalty"], "validation_bleu_by_alpha": tuning},
-        "test": results,
-    }
-    translator.save(args.out, card)
-    checkpoints.finish()
-    print(f"training {train_seconds / 60:.1f} min (total {(time.time() - started) / 60:.1f} min); "
-          f"saved to {args.out}")
+    run.save(translator, run.card(
+        model, task=f"translation {config.direction}",
+        model="Seq2SeqAttention: embedding + bidirectional encoder, decoder with Bahdanau attention",
+        corpus={"name": "spa-eng (Tatoeba via manythings.org/anki)", **corpus},
+        split={"by": "source sentence", "seed": config.seed,
+               "fractions": {"validation": VALIDATION_FRACTION, "test": TEST_FRACTION}, **sizes},
+        vocabulary={"source": len(source_vocab), "target": len(target_vocab), "min_count": config.min_count},
+        length_penalty={"alpha": translator.settings["length_penalty"], "validation_bleu_by_alpha": tuning},
+        test=results))
     return 0
 
 
+def split_sizes(*parts):
+    """Pairs and distinct sources of the train, validation and test splits, for the log and the card."""
+    return {name: {"pairs": len(part), "sources": len({source_key(p) for p in part})}
+            for name, part in zip(("train", "validation", "test"), parts)}
+
+
+def translator_settings(config):
+    """What `Translator` needs besides the network (its `translator.json`)."""
+    return {"direction": config.direction, "max_source_length": config.max_source_length,
+            "max_target_length": config.max_target_length, "length_penalty": config.length_penalty or 1.0}
+
+
+def choose_length_penalty(translator, config, validation_pairs):
+    """Set the translator's length penalty: `--length-penalty`, else the best of `LENGTH_PENALTIES`
+    on the validation split (beam search only). Returns the validation BLEU of each alpha tried."""
+    if config.length_penalty is not None or config.beam_width == 1:
+        return {}
+    translator.settings["length_penalty"], tuning = tune_length_penalty(translator, validation_pairs,
+                                                                        config.beam_width)
+    return tuning
+
+
 def main(argv=None):
-    args = cli.resolve(build_parser().parse_args(argv), DEFAULTS, QUICK)
-    cli.default_out(args, f"translate-{args.direction}")
-    if args.evaluate:
-        if not args.test_file:
-            raise cli.UsageError("--evaluate needs --test-file FILE.tsv")
-        return evaluate(args)
-    if args.test_file:
-        raise cli.UsageError("--test-file is only used with --evaluate")
-    return train(args)
+    args = build_parser().parse_args(argv)
+    config = cli.config_from_args(TranslateConfig, args)
+    cli.output_folders(args, f"translate-{config.direction}")
+    return evaluate(config, args) if args.evaluate else train(config, args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,143 @@
+"""The checkpoints of a training run: resumable, early-stopping training that keeps its best weights.
+
+`RunCheckpoints` owns `<out>/checkpoints/` (weights, optimizer state, the history and the time of
+every epoch) from the start of a run until its model is saved; `--resume` continues an
+interrupted run made with the same settings (docs/DESIGN.md, "Checkpoints and --resume").
+"""
+
+import csv
+import json
+import os
+import shutil
+import sys
+import time
+
+import keras
+
+from models.artifacts import write_json
+from trainers.cli import UsageError
+
+
+class RunCheckpoints:
+    """The checkpoints of one training run: `<out>/checkpoints/`, beside the model it will save.
+
+    Keyed by the run's own output folder, so two runs never share or delete each other's
+    checkpoints, whatever the current folder. `run.json` records the settings (the run's config
+    and the backend) and the time trained; `--resume` continues only a run made with the same
+    settings, and a new run refuses to discard an interrupted one. `finish()` removes the folder
+    once the model is saved.
+
+    Args:
+        settings: dict of what is trained (the config's fields).
+        out: the saved-model folder the run will write.
+        resume: whether to continue an interrupted run (`--resume`).
+    """
+
+    def __init__(self, settings, out, resume=False):
+        self.folder = os.path.join(out, "checkpoints")
+        self.resume = resume
+        self.best_path = os.path.join(self.folder, "best.weights.h5")
+        self.log_path = os.path.join(self.folder, "history.csv")
+        self.run_path = os.path.join(self.folder, "run.json")
+        settings = dict(sorted(settings.items()))
+        settings["backend"] = keras.backend.backend()
+        self.settings = json.loads(json.dumps(settings))  # as run.json stores them (lists, not tuples)
+        earlier = self._read_run()
+        if earlier is None and os.path.exists(self.folder):
+            raise UsageError(f"{self.folder} is not a checkpoint folder of ours (no readable run.json); "
+                             "move it away or choose another --out")
+        if earlier is not None and not self.resume:
+            raise UsageError(f"{out} holds the checkpoints of an interrupted run: add --resume to continue "
+                             f"it, or delete {self.folder} to start afresh")
+        if earlier is not None:
+            changed = [f"{'KERAS_BACKEND' if k == 'backend' else '--' + k.replace('_', '-')} "
+                       f"{earlier['settings'].get(k)!r} (now {v!r})"
+                       for k, v in self.settings.items() if earlier["settings"].get(k) != v]
+            if changed:
+                raise UsageError(f"--resume: the checkpoint in {self.folder} was made with other settings: "
+                                 + ", ".join(changed) + "; resume with the same flags, or choose another --out")
+        elif self.resume:
+            print(f"warning: --resume: no interrupted run in {self.folder}; starting afresh", file=sys.stderr)
+        self.sessions = (earlier or {}).get("sessions", 0) + 1
+        self.epoch_seconds = (earlier or {}).get("epoch_seconds", {})
+        os.makedirs(self.folder, exist_ok=True)
+        self._write_run()
+
+    def _read_run(self):
+        try:
+            with open(self.run_path, encoding="utf-8") as handle:
+                run = json.load(handle)
+            return run if isinstance(run.get("settings"), dict) else None
+        except (OSError, ValueError, AttributeError):
+            return None
+
+    def _write_run(self):
+        write_json(self.run_path, {"settings": self.settings, "sessions": self.sessions,
+                                   "epoch_seconds": self.epoch_seconds})
+
+    def callbacks(self, patience, monitor="val_loss"):
+        """Callbacks for `fit`: resumable, early-stopping training that remembers its best weights.
+
+        * `BackupAndRestore` writes weights, optimizer state and epoch after every epoch, so a
+          `--resume` run starts where an interrupted one stopped.
+        * `ModelCheckpoint` keeps the weights of the best `monitor` so far (across interruptions:
+          the best value of the earlier sessions is read back from the CSV log).
+        * `EarlyStopping` ends training after `patience` epochs without improvement.
+        * `TerminateOnNaN`, a `CSVLogger` of the history and the time of every epoch (both kept
+          across sessions, for `record`).
+        """
+        checkpoints = self
+
+        class EpochClock(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                self.started = time.time()
+
+            def on_epoch_end(self, epoch, logs=None):
+                checkpoints.epoch_seconds[str(epoch)] = round(time.time() - self.started, 1)
+                checkpoints._write_run()
+
+        best_so_far = min(_logged_history(self.log_path).get(monitor, []), default=None) if self.resume else None
+        return [
+            keras.callbacks.BackupAndRestore(os.path.join(self.folder, "backup")),
+            keras.callbacks.ModelCheckpoint(self.best_path, monitor=monitor, save_best_only=True,
+                                            save_weights_only=True, initial_value_threshold=best_so_far),
+            keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, verbose=1),
+            keras.callbacks.TerminateOnNaN(),
+            keras.callbacks.CSVLogger(self.log_path, append=self.resume),
+            EpochClock(),
+        ]
+
+    def restore_best(self, model):
+        """Load the best weights into `model`, if any epoch was checkpointed."""
+        if os.path.exists(self.best_path):
+            model.load_weights(self.best_path)
+
+    def record(self, monitor="val_loss"):
+        """The card's `"training"` entry for the whole run, over every session: time trained
+        (the sum of the epochs), epochs run, the best epoch by `monitor` and the history."""
+        history = _logged_history(self.log_path)
+        values = history.get(monitor, [])
+        seconds = sum(self.epoch_seconds.values())
+        return {"seconds": round(seconds, 1), "minutes": round(seconds / 60, 1),
+                "epochs_run": len(next(iter(history.values()), [])), "sessions": self.sessions,
+                "best_epoch": values.index(min(values)) + 1 if values else None,
+                f"best_{monitor}": round(min(values), 4) if values else None,
+                "history": {k: [round(x, 4) for x in v] for k, v in history.items()}}
+
+    def finish(self):
+        """Remove the checkpoints once the model is saved: the run is complete."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _logged_history(log_path):
+    """`{metric: [value per epoch]}` from a CSVLogger file; an epoch logged twice keeps its last row."""
+    try:
+        with open(log_path, newline="", encoding="utf-8") as handle:
+            rows = {row["epoch"]: row for row in csv.DictReader(handle) if row.get("epoch")}
+    except (OSError, ValueError, KeyError):
+        return {}
+    rows = [rows[k] for k in sorted(rows, key=int)]
+    names = [k for k in (rows[0] if rows else {}) if k != "epoch"]
+    return {k: [float(row[k]) for row in rows if row.get(k) not in (None, "")] for k in names}
+
+

@@ -1,0 +1,116 @@
+"""The training skeleton every trainer shares.
+
+- The training fields of a trainer's config (`training_setting`: epochs, batch size, learning
+  rate, ... with one help text each; every trainer picks its own defaults), plus the precision
+  and data-parallel fields (`trainers.devices`).
+- `TrainingRun`: seed -> checkpoints -> devices -> model -> Adam with cosine decay and gradient
+  clipping -> compile -> fit (checkpoints, early stopping) -> best weights -> card -> save.
+
+A trainer's `train()` then tells only its task's story: data, model, `run.fit`, evaluation, card.
+"""
+
+import time
+
+import keras
+
+from models.config import setting
+from trainers import devices
+from trainers.batching import fit_input
+from trainers.checkpoints import RunCheckpoints
+
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+TRAINING_FIELDS = {  # name: (help, kind)
+    "epochs": ("most epochs to train", None),
+    "batch_size": ("examples per batch", None),
+    "learning_rate": ("initial Adam learning rate, cosine-decayed to 5%", None),
+    "clipnorm": ("gradient clipping norm", None),
+    "patience": ("epochs without a better validation loss before stopping", None),
+    "seed": ("seed of the split, the shuffling and the weights", "int"),
+    "max_examples": ("use a seeded random subset of this many examples", "positive_int"),
+}
+
+
+def training_setting(name, default, **kwargs):
+    """The config field `name` of `TRAINING_FIELDS` with this trainer's default (and `quick=`...)."""
+    help, kind = TRAINING_FIELDS[name]
+    return setting(default, help, kind=kind, **kwargs)
+
+
+def precision_setting():
+    return setting("float32", "Keras dtype policy (the mixed ones pay off on a GPU)", choices=PRECISIONS)
+
+
+def data_parallel_setting():
+    return setting(False, "one model replica per device: keras.distribution.DataParallel on JAX, "
+                          "MirroredStrategy on TensorFlow (not on torch)")
+
+
+def flush_denormals(enable=True):
+    """Flush subnormal floats to zero on the torch backend (XLA, so JAX, and TensorFlow already do).
+
+    Near convergence some gradients and Adam moments become subnormal, and torch on a CPU then
+    runs 10 to 25 times slower: the reversal task of tests/test_translate.py took 115 s instead
+    of 4.4 s. Process-wide; a no-op on the other backends. Returns whether it was applied.
+    """
+    if keras.backend.backend() != "torch":
+        return False
+    import torch
+
+    return bool(torch.set_flush_denormal(enable))
+
+
+class TrainingRun:
+    """One training run: made first (it refuses at once to clash with an interrupted run), then
+    `fit`, then `card` and `save`.
+
+    Args:
+        config: the trainer's config (`epochs`, `batch_size`, `learning_rate`, `clipnorm`,
+            `patience`, `seed`, `precision`, `data_parallel`, `rnn_impl` and the task's fields).
+        out: the saved-model folder to write; its `checkpoints/` holds the run until then.
+        resume: continue an interrupted run (`--resume`).
+    """
+
+    def __init__(self, config, out, resume=False):
+        self.config, self.out = config, out
+        self.checkpoints = RunCheckpoints(config.to_dict(), out, resume)
+        keras.utils.set_random_seed(config.seed)
+        flush_denormals()
+        self.started = time.time()
+        self.hardware, self.fit_seconds = None, 0.0
+
+    def fit(self, build_model, train_data, validation_data, loss, metrics=(), callbacks=()):
+        """Train the model `build_model()` returns (built: `BackupAndRestore` needs its weights)
+        and return it with the weights of its best validation loss.
+
+        The model is made and compiled inside the devices' scope (`--data-parallel` on
+        TensorFlow); Adam's learning rate follows a cosine decay to 5% over the planned epochs,
+        so the last epochs refine instead of bouncing.
+        """
+        c = self.config
+        scope, self.hardware = devices.setup(c)
+        with scope:
+            model = build_model()
+            if not model.built:
+                model.build()
+            schedule = keras.optimizers.schedules.CosineDecay(c.learning_rate, c.epochs * len(train_data), alpha=0.05)
+            model.compile(keras.optimizers.Adam(schedule, clipnorm=c.clipnorm), loss=loss, metrics=list(metrics))
+        start = time.time()
+        # shuffle=False: the batches shuffle themselves each epoch (Keras would only reorder them again)
+        model.fit(fit_input(train_data), shuffle=False, validation_data=fit_input(validation_data), epochs=c.epochs,
+                  callbacks=self.checkpoints.callbacks(c.patience) + list(callbacks), verbose=1)
+        self.fit_seconds = time.time() - start
+        self.checkpoints.restore_best(model)
+        return model
+
+    def card(self, model, /, **entries):
+        """The model card: the task's `entries`, then the settings, hardware, parameter count and
+        the record of the training (over every session of a resumed run)."""
+        return {**entries, "settings": self.config.to_dict(), "hardware": self.hardware,
+                "parameters": int(model.count_params()), "training": self.checkpoints.record()}
+
+    def save(self, servable, card):
+        """Save the trained model with its side files and `card`, then drop the checkpoints."""
+        servable.save(self.out, card)
+        self.checkpoints.finish()
+        print(f"training {self.fit_seconds / 60:.1f} min (total {(time.time() - self.started) / 60:.1f} min); "
+              f"saved to {self.out}")
