@@ -4,10 +4,11 @@ from layers.attention import BahdanauAttention
 from layers.autodiff import value_and_grad
 from layers.cells import GRUCell, LSTMCell, RecurrentCell, SimpleRNNCell
 from layers.pooling import MaskedMeanMaxPooling
-from layers.recurrent import GRU, LSTM, Recurrent, SimpleRNN, recurrent_layer_class, run_recurrence
+from layers.recurrent import CELLS, GRU, LSTM, Recurrent, SimpleRNN, recurrent_layer_class, run_recurrence
 
 __all__ = [
     "BahdanauAttention",
+    "CELLS",
     "GRU",
     "GRUCell",
     "LSTM",

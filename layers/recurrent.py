@@ -303,15 +303,17 @@ class GRU(CudnnArgument):
     cell_name = "gru_cell"
 
 
+CELLS = {"simple_rnn": SimpleRNN, "lstm": LSTM, "gru": GRU}  # the name of each cell -> our layer
+
+
 def recurrent_layer_class(cell, impl="ours"):
-    """The layer class for `cell` (`"lstm"`, `"gru"` or `"simple_rnn"`): ours (`impl="ours"`) or
-    Keras' built-in (`impl="keras"`, which runs cuDNN's fused kernels on a GPU). Both take the
-    same arguments and hold the same weights, so a model can switch between them."""
-    names = {"lstm": "LSTM", "gru": "GRU", "simple_rnn": "SimpleRNN"}
-    if cell not in names:
-        raise ValueError(f"cell must be one of {sorted(names)}, got {cell!r}")
+    """The layer class for `cell` (a name of `CELLS`: `"simple_rnn"`, `"lstm"` or `"gru"`): ours
+    (`impl="ours"`) or Keras' built-in (`impl="keras"`, which runs cuDNN's fused kernels on a
+    GPU). Both take the same arguments and hold the same weights, so a model can switch."""
+    if cell not in CELLS:
+        raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
     if impl == "ours":
-        return {"lstm": LSTM, "gru": GRU, "simple_rnn": SimpleRNN}[cell]
+        return CELLS[cell]
     if impl == "keras":
-        return getattr(keras.layers, names[cell])
+        return getattr(keras.layers, CELLS[cell].__name__)
     raise ValueError(f"rnn_impl must be 'ours' or 'keras', got {impl!r}")

@@ -17,7 +17,7 @@ them, so a bad value fails where the config is made, with the field's name.
 import dataclasses
 import numbers
 
-RECURRENT_CELLS = ("lstm", "gru")  # the cells the task models offer (layers/ also has simple_rnn)
+RECURRENT_CELLS = ("lstm", "gru")  # the cells the task models offer (of `layers.CELLS`; not simple_rnn)
 RNN_IMPLS = ("ours", "keras")
 _NO_QUICK = object()
 

@@ -21,10 +21,11 @@ import keras
 import numpy as np
 from keras import ops
 
+import layers
 from layers import recurrent_layer_class, value_and_grad
 from models.compiled import compile_function
 
-CELLS = ("simple_rnn", "lstm", "gru")
+CELLS = tuple(layers.CELLS)  # every cell of layers/: simple_rnn, lstm, gru
 LABELS = {"simple_rnn": "SimpleRNN", "lstm": "LSTM", "gru": "GRU"}
 TASKS = ("adding", "recall")
 SYMBOLS = 8

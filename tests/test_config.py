@@ -126,12 +126,12 @@ def test_list_fields_check_each_item_and_take_several_values():
 
 
 @pytest.mark.parametrize("task", ["translate", "sentiment", "generate"])
-def test_train_reads_as_the_task_story_in_under_40_lines(task):
+def test_train_reads_as_the_task_story_in_well_under_40_lines(task):
     """The shared skeleton (seed, checkpoints, devices, optimizer, fit, best weights, save) lives
     in trainers/training.py; each `train()` keeps only its task's data, model, evaluation, card."""
     trainer, _ = trainer_and_config(task)
     source = inspect.getsource(trainer.train)
-    assert len(source.splitlines()) < 40
+    assert len(source.splitlines()) <= 30
     called = {node.func.attr for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Call)
               and isinstance(node.func, ast.Attribute)}
     assert {"fit", "save"} <= called and not {"compile", "set_random_seed", "restore_best"} & called

@@ -184,16 +184,21 @@ def train(config, args):
     sample = generator.generate(SAMPLE_PROMPT, length=400, temperature=0.8, seed=config.seed)
     print(f"sample (temperature 0.8, seed {config.seed}, {400 / (time.perf_counter() - sample_start):.0f} "
           f"characters/s):\n{SAMPLE_PROMPT}{sample}")
-    run.save(generator, run.card(
-        model, task="character-level language model (text generation)",
-        model=f"CharLM: embedding + {config.num_layers} x {config.cell.upper()} {config.units} + dense over characters",
-        corpus={"name": "Tiny Shakespeare (karpathy/char-rnn)", **corpus["info"]},
-        split={"rule": "first 90% train, last 10% validation", "train_characters": len(train_text),
-               "validation_characters": len(val_text)},
-        vocabulary=len(vocabulary),
-        validation={**validation, "measured": "whole validation text, state carried across windows"},
-        sample={"prompt": SAMPLE_PROMPT, "temperature": 0.8, "seed": config.seed, "text": sample}))
+    run.save(generator, run.card(model, **card_entries(config, corpus, train_text, val_text, validation, sample)))
     return 0
+
+
+def card_entries(config, corpus, train_text, val_text, validation, sample):
+    """What the card says of this task besides the shared entries (`TrainingRun.card`)."""
+    return {"task": "character-level language model (text generation)",
+            "model": f"CharLM: embedding + {config.num_layers} x {config.cell.upper()} {config.units} + dense "
+                     "over characters",
+            "corpus": {"name": "Tiny Shakespeare (karpathy/char-rnn)", **corpus["info"]},
+            "split": {"rule": "first 90% train, last 10% validation", "train_characters": len(train_text),
+                      "validation_characters": len(val_text)},
+            "vocabulary": config.vocab_size,
+            "validation": {**validation, "measured": "whole validation text, state carried across windows"},
+            "sample": {"prompt": SAMPLE_PROMPT, "temperature": 0.8, "seed": config.seed, "text": sample}}
 
 
 def main(argv=None):

@@ -272,20 +272,26 @@ def train(config, args):
     classifier = SentimentClassifier(model, vocabulary)
     result = metrics(splits["test"][1], classifier.predict(splits["test"][0], batch_size=128))
     print_metrics("test", result)
-    run.save(classifier, run.card(
-        model, task="sentiment classification (positive / negative movie reviews)",
-        model=f"SentimentNet: embedding + bidirectional {config.cell.upper()} + masked mean/max pooling",
-        corpus={"name": "IMDB Large Movie Review Dataset (Maas et al., 2011)", **corpus["info"]},
-        split={"official": "25,000 train / 25,000 test", "seed": config.seed,
-               "validation_from": f"seeded {VALIDATION_FRACTION:.0%} of the training "
-                                  + ("films (whole films held out)" if films else "reviews"),
-               **{k: len(v[0]) for k, v in splits.items()}},
-        vocabulary=len(vocabulary),
-        embedding_init=({"method": word_vectors.METHOD, "reviews": "training split + unlabelled",
-                         "seconds": round(vector_seconds, 1)} if vectors is not None else "random"),
-        explanation="integrated gradients on the word embeddings (zero baseline), scores in logits",
-        weight_average=averaging, test=result))
+    run.save(classifier, run.card(model, **card_entries(config, corpus, splits, vocabulary, vector_seconds,
+                                                         averaging, result)))
     return 0
+
+
+def card_entries(config, corpus, splits, vocabulary, vector_seconds, averaging, result):
+    """What the card says of this task besides the shared entries (`TrainingRun.card`)."""
+    films = splits["train"][2]
+    return {"task": "sentiment classification (positive / negative movie reviews)",
+            "model": f"SentimentNet: embedding + bidirectional {config.cell.upper()} + masked mean/max pooling",
+            "corpus": {"name": "IMDB Large Movie Review Dataset (Maas et al., 2011)", **corpus["info"]},
+            "split": {"official": "25,000 train / 25,000 test", "seed": config.seed,
+                      "validation_from": f"seeded {VALIDATION_FRACTION:.0%} of the training "
+                                         + ("films (whole films held out)" if films else "reviews"),
+                      **{k: len(v[0]) for k, v in splits.items()}},
+            "vocabulary": len(vocabulary),
+            "embedding_init": ({"method": word_vectors.METHOD, "reviews": "training split + unlabelled",
+                                "seconds": round(vector_seconds, 1)} if config.embedding_init == "ppmi" else "random"),
+            "explanation": "integrated gradients on the word embeddings (zero baseline), scores in logits",
+            "weight_average": averaging, "test": result}
 
 
 def main(argv=None):

@@ -240,16 +240,21 @@ def train(config, args):
     sources, streams = group_references(test_pairs)
     results, hypotheses = score_widths(translator, sources, streams, config.beam_width)
     report("test", results, sources, streams, hypotheses, args.show)
-    run.save(translator, run.card(
-        model, task=f"translation {config.direction}",
-        model="Seq2SeqAttention: embedding + bidirectional encoder, decoder with Bahdanau attention",
-        corpus={"name": "spa-eng (Tatoeba via manythings.org/anki)", **corpus},
-        split={"by": "source sentence", "seed": config.seed,
-               "fractions": {"validation": VALIDATION_FRACTION, "test": TEST_FRACTION}, **sizes},
-        vocabulary={"source": len(source_vocab), "target": len(target_vocab), "min_count": config.min_count},
-        length_penalty={"alpha": translator.settings["length_penalty"], "validation_bleu_by_alpha": tuning},
-        test=results))
+    run.save(translator, run.card(model, **card_entries(config, corpus, sizes, translator, tuning, results)))
     return 0
+
+
+def card_entries(config, corpus, sizes, translator, tuning, results):
+    """What the card says of this task besides the shared entries (`TrainingRun.card`)."""
+    return {"task": f"translation {config.direction}",
+            "model": "Seq2SeqAttention: embedding + bidirectional encoder, decoder with Bahdanau attention",
+            "corpus": {"name": "spa-eng (Tatoeba via manythings.org/anki)", **corpus},
+            "split": {"by": "source sentence", "seed": config.seed,
+                      "fractions": {"validation": VALIDATION_FRACTION, "test": TEST_FRACTION}, **sizes},
+            "vocabulary": {"source": len(translator.source_vocab), "target": len(translator.target_vocab),
+                           "min_count": config.min_count},
+            "length_penalty": {"alpha": translator.settings["length_penalty"], "validation_bleu_by_alpha": tuning},
+            "test": results}
 
 
 def split_sizes(*parts):
