@@ -113,8 +113,11 @@ def test_interrupted_run_resumes_only_with_its_own_settings_and_its_card_covers_
     # busy CI machine is slow to wake this test (with two short epochs JAX once finished first).
     flags = ["--quick", "--max-examples", 150000, "--epochs", 3, "--units", 64, "--batch-size", 16]
     out = tmp_path / "a" / "model"
+    # Ctrl-C as a terminal sends it: the child must not inherit an ignored SIGINT (a shell starts
+    # background jobs, `make test &`, with SIGINT ignored, and Python then never raises KeyboardInterrupt).
     process = subprocess.Popen(command("generate", *flags, "--out", out), cwd=tmp_path, env=environment(),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen, deadline = b"", time.time() + 600
     while b"Epoch 2/3" not in seen and time.time() < deadline and process.poll() is None:
         seen += os.read(process.stdout.fileno(), 4096)
