@@ -57,7 +57,7 @@ def greedy_decode(model, source, max_length):
     return _stack(out, n), _stack(attention, n, source.shape[1])
 
 
-def beam_search(model, source, beam_width, max_length, length_penalty=1.0):
+def beam_search(model, source, beam_width, max_length, length_penalty=1.0, n_best=None):
     """Beam search for a batch, all beams of all sentences in one decoder call per step.
 
     Hypotheses are ranked by their summed log-probability while searching; a finished one keeps
@@ -71,9 +71,13 @@ def beam_search(model, source, beam_width, max_length, length_penalty=1.0):
         length_penalty: alpha of lp, a number from 0 (ranks by the raw score) to
             `MAX_LENGTH_PENALTY` (2); anything else (negative, nan, inf) raises `ValueError`.
 
+        n_best: `None` for the best hypothesis only, else how many of the final beams to return,
+            best first (at most `beam_width`; a beam that never came alive scores -inf).
+
     Returns:
         `(tokens (batch, T), attention (batch, T, S), scores (batch,))`: the best hypothesis per
-        sentence, padded as in `greedy_decode`, and its normalised score.
+        sentence, padded as in `greedy_decode`, and its normalised score; with `n_best`, an axis of
+        `n_best` hypotheses after the batch axis of each.
     """
     n, k = source.shape[0], int(beam_width)
     vocab = model.config.target_vocab_size
@@ -117,8 +121,11 @@ def beam_search(model, source, beam_width, max_length, length_penalty=1.0):
         if finished.all():
             break
     normalised = scores / ((5.0 + np.maximum(lengths, 1)) / 6.0) ** length_penalty
-    best = np.argmax(normalised, axis=1)
-    return history[np.arange(n), best], attention[np.arange(n), best], normalised[np.arange(n), best]
+    if n_best is None:
+        best = np.argmax(normalised, axis=1)
+        return history[np.arange(n), best], attention[np.arange(n), best], normalised[np.arange(n), best]
+    order = np.argsort(-normalised, axis=1, kind="stable")[:, :n_best]  # (n, n_best), best first
+    return history[sentence, order], attention[sentence, order], np.take_along_axis(normalised, order, 1)
 
 
 def check_length_penalty(alpha):

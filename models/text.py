@@ -113,6 +113,15 @@ class Vocabulary:
         """List of ids; unknown tokens map to `unk_id`."""
         return [self.index.get(token, self.unk_id) for token in tokens]
 
+    def encode_words(self, words):
+        """`(ids, owners)`: one id per word, each its own owner (the interface of
+        `models.subwords.SubwordVocabulary`, whose words may take several ids)."""
+        return self.encode(words), list(range(len(words)))
+
+    def decode_words(self, ids):
+        """`(words, owners)`: one word per id (as `SubwordVocabulary.decode_words`)."""
+        return [self.tokens[int(i)] for i in ids], list(range(len(ids)))
+
     def decode(self, ids):
         """Tokens of `ids`, stopping at the end id and skipping padding and the start id."""
         out = []

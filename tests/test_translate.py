@@ -180,7 +180,7 @@ def test_empty_unknown_and_very_long_inputs(translator):
 def test_unknown_output_word_copies_the_attended_source_word(translator):
     ids = np.array([4, Vocabulary.unk_id, Vocabulary.end_id, 0])
     attention = np.array([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5], [0, 0]], "float32")
-    result = translator._finish(ids, attention, ["Pedro", "Álvarez"], None)
+    result = translator._finish(ids, attention, ["Pedro", "Álvarez"], [0, 1], None, np.nan)
     assert result.words == ["A", "Álvarez"] and result.attention.shape == (2, 2)
 
 
@@ -321,3 +321,85 @@ def test_cli_errors_are_one_line_and_non_zero(argv, message, saved, tmp_path, ca
     assert code != 0
     lines = err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in err
+
+
+# --- subword pieces, n-best and --translate ------------------------------------------------------------
+
+CORPUS = [["el", "ciclista", "ganó", "la", "carrera"], ["la", "biblioteca", "cierra", "los", "domingos"],
+          ["mi", "abuela", "cultiva", "tomates"], ["los", "tomates", "rojos"]] * 40
+
+
+@pytest.fixture(scope="module")
+def pieces():
+    from trainers.subwords import learn_pieces
+
+    return learn_pieces(CORPUS, 40)
+
+
+def test_pieces_read_unseen_words_and_give_back_words(pieces):
+    from models.subwords import SubwordVocabulary
+
+    assert pieces.tokens[:4] == ["[PAD]", "[UNK]", "[START]", "[END]"] and len(pieces) <= 40
+    words = ["la", "abuelas", "cultivan", "domingo"]  # the last three never seen whole
+    ids, owners = pieces.encode_words(words)
+    assert Vocabulary.unk_id not in ids and owners == sorted(owners) and set(owners) == {0, 1, 2, 3}
+    assert pieces.decode_words(ids) == (words, owners)
+    ids, _ = pieces.encode_words(["ñandú"])  # letters never seen: [UNK]
+    assert Vocabulary.unk_id in ids and pieces.decode_words(ids)[0] == ["[UNK]"]
+    again = SubwordVocabulary.from_json(json.loads(json.dumps(pieces.to_json())))
+    assert again.encode_words(words) == pieces.encode_words(words)
+
+
+def test_attention_over_pieces_merges_into_attention_over_words():
+    from models.translator import merge_attention
+
+    weights = np.array([[0.5, 0.25, 0.25], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]], np.float32)  # 3 out x 3 in pieces
+    merged = merge_attention(weights, [0, 0, 1], 2, [0, 0, 1], 2)  # pieces 0-1 make word 0 on both sides
+    np.testing.assert_allclose(merged, [[0.875, 0.125], [1.0, 0.0]])
+    np.testing.assert_allclose(merge_attention(weights, [0, 1, 2], 3, [0, 1, 2], 3), weights)  # words: as is
+
+
+def test_a_subword_translator_speaks_in_words_and_survives_saving(pieces, tmp_path):
+    model = Seq2SeqAttention(Seq2SeqConfig(source_vocab_size=len(pieces), target_vocab_size=len(pieces),
+                                           embedding_dim=8, units=8, dropout=0.0))
+    model.build()
+    settings = {"direction": "x-y", "max_source_length": 8, "max_target_length": 9, "length_penalty": 1.0}
+    translator = Translator(model, pieces, pieces, TrueCaser({}), settings)
+    result = translator("Mi abuela cultivaba tomates")  # "cultivaba": never seen whole
+    assert result.notice is None and result.source_words == ["Mi", "abuela", "cultivaba", "tomates"]
+    assert result.attention.shape == (len(result.words), 4)
+    if result.words:
+        np.testing.assert_allclose(result.attention.sum(1), 1.0, atol=1e-5)
+    loaded = Translator.load(translator.save(str(tmp_path / "model")))
+    assert loaded("Mi abuela cultivaba tomates").text == result.text
+
+
+def test_n_best_lists_the_best_hypotheses_with_their_scores(translator):
+    (result,) = translator.translate(["a b c d"], beam_width=3, n_best=3)
+    texts, scores = zip(*result.alternatives)
+    assert texts[0] == result.text == "D c b A" and scores[0] == result.score
+    assert len(texts) <= 3 and list(scores) == sorted(scores, reverse=True)
+    assert translator("a b c d").score is None  # greedy decoding scores nothing
+    with pytest.raises(ValueError, match="n_best must be a whole number from 1 to the beam width 2"):
+        translator.translate(["a b"], beam_width=2, n_best=3)
+
+
+def test_cli_translates_a_file_or_stdin_line_by_line(saved, tmp_path, capsys, monkeypatch):
+    source = tmp_path / "in.txt"
+    source.write_text("a b c d\n\nf e\n", encoding="utf-8")
+    code, out, err = run_cli(["--model", str(saved), "--translate", str(source)], capsys)
+    assert code == 0, err
+    assert out.splitlines() == ["D c b A", "", "E f"]  # one line per input line, blank kept
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("f e\n"))
+    code, out, err = run_cli(["--model", str(saved), "--translate", "-", "--beam-width", "2", "--n-best", "2"],
+                             capsys)
+    assert code == 0, err
+    lines = [line.split("\t") for line in out.splitlines()]
+    assert lines[0][0] == "1" and lines[0][2] == "E f" and float(lines[0][1]) >= float(lines[-1][1])
+    code, _, err = run_cli(["--model", str(saved), "--translate", str(tmp_path / "none.txt")], capsys)
+    assert code == 2 and "does not exist" in err
+    code, _, err = run_cli(["--model", str(saved), "--translate", str(source), "--beam-width", "2", "--n-best", "3"],
+                           capsys)
+    assert code == 2 and "--n-best 3 needs --beam-width of at least 3" in err

@@ -3,6 +3,8 @@
     python -m trainers.translate                      # default run, then BLEU/chrF on the test split
     python -m trainers.translate --quick --out /tmp/translate-quick
     python -m trainers.translate --evaluate --model saved_models/translate-spa-eng --test-file f.tsv
+    python -m trainers.translate --model saved_models/translate-spa-eng --translate in.txt > out.txt
+    cat in.txt | python -m trainers.translate --translate - --beam-width 5 --n-best 3
 
 Data: `spa-eng.zip` (Tatoeba via manythings.org/anki), normalised, duplicates dropped, split by
 source sentence (seeded) so that no validation or test source occurs in training. Vocabularies and
@@ -15,6 +17,7 @@ from trainers import cli  # noqa: I001 - first: sets environment variables read 
 
 import dataclasses
 import os
+import sys
 import time
 
 import numpy as np
@@ -26,6 +29,7 @@ from models.text import TrueCaser, Vocabulary, tokenize
 from models.translator import Translator
 from trainers import data
 from trainers.batching import LengthBatches, pad
+from trainers.subwords import learn_pieces
 from trainers.training import TrainingRun, data_parallel_setting, precision_setting, training_setting
 
 LENGTH_PENALTIES = (0.0, 0.5, 1.0)  # alphas of beam search tried on the validation split after training
@@ -42,9 +46,12 @@ class TranslateConfig(Seq2SeqConfig):
     """
 
     direction: str = setting("spa-eng", "source-target languages", choices=("spa-eng", "eng-spa"))
-    source_vocab: int = setting(16000, "most source words kept", quick=3000)
-    target_vocab: int = setting(8000, "most target words kept", quick=2000)
-    min_count: int = setting(2, "words seen fewer times in training are unknown")
+    tokenizer: str = setting("sentencepiece", "how words become ids: SentencePiece subword pieces learnt on the "
+                                              "training split (keras_hub's tokenizer) or whole words",
+                             choices=("sentencepiece", "word"))
+    source_vocab: int = setting(8000, "most source pieces (or words) kept", quick=3000)
+    target_vocab: int = setting(8000, "most target pieces (or words) kept", quick=2000)
+    min_count: int = setting(2, "with --tokenizer word: words seen fewer times in training are unknown")
     max_length: int = setting(20, "longest training sentence in words; longer pairs are left out of training",
                               quick=12)
     max_source_length: int = setting(60, "longest input translated, in words (the rest is cut, with a notice)")
@@ -69,6 +76,11 @@ def build_parser():
                           "saved_models/translate-DIRECTION",
                           "a UTF-8 file of source<TAB>reference[<TAB>reference...] lines")
     p.add_argument("--show", type=int, default=5, help="examples to print (default 5)")
+    p.add_argument("--translate", metavar="FILE",
+                   help="translate each line of a UTF-8 FILE (- for stdin) with the model in --model, one output line "
+                        "per input line (with --n-best: K lines 'line<TAB>score<TAB>translation' each)")
+    p.add_argument("--n-best", type=cli.positive_int, default=1, metavar="K",
+                   help="with --translate and beam search: the K best translations of each line (default 1)")
     return p
 
 
@@ -98,7 +110,7 @@ def split_pairs(pairs, seed):
 
 def encode_pairs(pairs, source_vocab, target_vocab, max_length):
     """Id lists of the pairs whose sides have at most `max_length` words: `(sources, targets)`,
-    targets wrapped as `[START] ... [END]`."""
+    targets wrapped as `[START] ... [END]` (ids of pieces with a subword vocabulary)."""
     sources, targets = [], []
     for source, target in pairs:
         s, t = tokenize(source), tokenize(target)
@@ -224,13 +236,13 @@ def train(config, args):
     print(f"{corpus['pairs']} pairs, {corpus['duplicates_dropped']} duplicates dropped, {len(pairs)} used; split by "
           f"source sentence (seed {config.seed}): " + ", ".join(f"{k} {v['pairs']} pairs / {v['sources']} sources"
                                                                 for k, v in sizes.items()))
-    source_vocab = Vocabulary.build((tokenize(s) for s, _ in train_pairs), config.source_vocab, config.min_count)
-    target_vocab = Vocabulary.build((tokenize(t) for _, t in train_pairs), config.target_vocab, config.min_count)
+    source_vocab, target_vocab = (build_vocabulary(config, [tokenize(pair[side]) for pair in train_pairs], size)
+                                  for side, size in ((0, config.source_vocab), (1, config.target_vocab)))
     config = dataclasses.replace(config, source_vocab_size=len(source_vocab), target_vocab_size=len(target_vocab))
     train_data, validation_data = (
         pair_batches(*encode_pairs(part, source_vocab, target_vocab, config.max_length), config.batch_size,
                      config.seed, shuffle) for part, shuffle in ((train_pairs, True), (validation_pairs, False)))
-    print(f"vocabularies: source {len(source_vocab)}, target {len(target_vocab)} words; "
+    print(f"vocabularies ({config.tokenizer}): source {len(source_vocab)}, target {len(target_vocab)}; "
           f"{len(train_data)} training batches of {config.batch_size}")
 
     model = run.fit(lambda: Seq2SeqAttention(config), train_data, validation_data, masked_loss, [masked_accuracy])
@@ -251,10 +263,17 @@ def card_entries(config, corpus, sizes, translator, tuning, results):
             "corpus": {"name": "spa-eng (Tatoeba via manythings.org/anki)", **corpus},
             "split": {"by": "source sentence", "seed": config.seed,
                       "fractions": {"validation": VALIDATION_FRACTION, "test": TEST_FRACTION}, **sizes},
-            "vocabulary": {"source": len(translator.source_vocab), "target": len(translator.target_vocab),
-                           "min_count": config.min_count},
+            "vocabulary": {"kind": config.tokenizer, "source": len(translator.source_vocab),
+                           "target": len(translator.target_vocab)},
             "length_penalty": {"alpha": translator.settings["length_penalty"], "validation_bleu_by_alpha": tuning},
             "test": results}
+
+
+def build_vocabulary(config, sentences, size):
+    """The vocabulary of one side from its training sentences (lists of lowercased words)."""
+    if config.tokenizer == "sentencepiece":
+        return learn_pieces(sentences, size)
+    return Vocabulary.build(sentences, size, config.min_count)
 
 
 def split_sizes(*parts):
@@ -279,10 +298,46 @@ def choose_length_penalty(translator, config, validation_pairs):
     return tuning
 
 
+def translate_lines(config, args):
+    """`--translate FILE`: every line of FILE (or stdin) translated in batches, in order, to stdout."""
+    if args.evaluate:
+        raise cli.UsageError("--translate and --evaluate are two different runs: give one")
+    if args.n_best > config.beam_width:
+        raise cli.UsageError(f"--n-best {args.n_best} needs --beam-width of at least {args.n_best}")
+    lines = read_lines(args.translate)  # before the model: a bad file fails at once
+    translator = Translator.load(args.model)
+    results = translator.translate([line.strip() for line in lines], beam_width=config.beam_width,
+                                   length_penalty=config.length_penalty, n_best=args.n_best)
+    for number, result in enumerate(results, 1):
+        if args.n_best == 1:
+            print(result.text)
+        else:
+            for text, score in result.alternatives or [(result.text, result.score)]:
+                print(f"{number}\t{'' if score is None else f'{score:.4f}'}\t{text}")
+    return 0
+
+
+def read_lines(path):
+    """The lines of a UTF-8 file, or of stdin for `-`; a missing or undecodable file is a `UsageError`."""
+    try:
+        if path == "-":
+            return sys.stdin.read().splitlines()
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().splitlines()
+    except FileNotFoundError:
+        raise cli.UsageError(f"file to translate {path!r} does not exist") from None
+    except UnicodeDecodeError:
+        raise cli.UsageError(f"{'stdin' if path == '-' else repr(path)} is not UTF-8 text") from None
+    except IsADirectoryError:
+        raise cli.UsageError(f"{path!r} is a folder, not a text file") from None
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     config = cli.config_from_args(TranslateConfig, args)
     cli.output_folders(args, f"translate-{config.direction}")
+    if args.translate:
+        return translate_lines(config, args)
     return evaluate(config, args) if args.evaluate else train(config, args)
 
 
