@@ -19,8 +19,10 @@ from models.translator import Translator
 
 DEFAULT_MODEL = os.path.join("saved_models", "translate-spa-eng")
 DIRECTIONS = {"spa-eng": "Spanish → English", "eng-spa": "English → Spanish"}
-EXAMPLES = [["¿Dónde está la estación de tren?"], ["Me gustaría aprender a tocar el piano."],
-            ["Tom no sabe nadar, pero su hermana sí."], ["Hace mucho frío esta mañana."]]
+EXAMPLES = {"spa-eng": ["¿Dónde está la estación de tren?", "Me gustaría aprender a tocar el piano.",
+                        "El ciclista ganó la carrera a pesar de la lluvia."],
+            "eng-spa": ["Where is the train station?", "My grandmother grows tomatoes in the garden.",
+                        "The library closes on Sunday afternoons."]}
 TRAIN = {"spa-eng": "python -m trainers.translate", "eng-spa": "python -m trainers.translate --direction eng-spa"}
 METRICS = [("BLEU (beam)", ("test", "beam 5", "bleu")), ("BLEU (greedy)", ("test", "greedy", "bleu")),
            ("chrF (beam)", ("test", "beam 5", "chrf")), ("training minutes", ("training", "minutes"))]
@@ -99,7 +101,7 @@ def render(models):
         return
     with gr.Row():
         with gr.Column():
-            source = gr.Textbox(label="Text", lines=3, placeholder="Escribe una frase en español…")
+            source = gr.Textbox(label="Text", lines=3, placeholder="Escribe una frase… / Type a sentence…")
             direction = gr.Radio([(DIRECTIONS[d], d) for d in available], value=available[0], label="Direction",
                                  visible=len(available) > 1)
             with gr.Row():
@@ -110,7 +112,7 @@ def render(models):
             output = gr.Textbox(label="Translation", lines=3, interactive=False)
             notice = gr.Markdown(elem_classes="notice")
             plot = gr.Plot(label="Attention (source words × translated words)")
-    gr.Examples(EXAMPLES, inputs=[source])
+    gr.Examples([[text, d] for d in available for text in EXAMPLES.get(d, [])], inputs=[source, direction])
     handler = make_handler(models)
     inputs = [source, direction, search, width]
     button.click(handler, inputs, [output, plot, notice], api_name="translate")

@@ -3,8 +3,9 @@
 Per task, the network (a Keras model taking one config dataclass) and the object that serves it:
 
 - translation: `models.seq2seq` (`Seq2SeqAttention`, `Seq2SeqConfig`, the masked loss), decoded by
-  `models.decoding` (greedy, beam search, `CompiledDecoding`), served by `models.translator`
-  (`Translator`: strings in, strings out).
+  `models.decoding` (greedy, beam search, n-best, `CompiledDecoding`), served by
+  `models.translator` (`Translator`: strings in, strings out) over the subword pieces of
+  `models.subwords` (`SubwordVocabulary`, keras_hub's SentencePiece tokenizer).
 - sentiment: `models.sentiment` (`SentimentNet`, `SentimentNetConfig`), served by
   `models.classifier` (`SentimentClassifier`: probabilities and explanations).
 - generation: `models.char_lm` (`CharLM`, `CharLMConfig`, `CharVocabulary`), served by

@@ -13,5 +13,6 @@
 - `trainers.batching`: length-bucketed batches and `fit_input`, the one way batches reach `fit`.
 - `trainers.devices`: `--rnn-impl`, `--precision` and `--data-parallel`.
 - `trainers.word_vectors`: PPMI-SVD word vectors (the sentiment embedding's start).
+- `trainers.subwords`: the translator's SentencePiece models, learnt on the training split.
 - `trainers.averaging`: tail weight averaging (sentiment).
 """
