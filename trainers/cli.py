@@ -134,6 +134,22 @@ def config_from_args(config_class, args, **fixed):
     return config_class(**{**values, **fixed})
 
 
+def read_text(path, what):
+    """The whole of a UTF-8 text file, or of stdin for `-`; a missing, unreadable or undecodable
+    file is a one-line `UsageError` that calls it `what` ("test file", ...)."""
+    try:
+        if path == "-":
+            return sys.stdin.read()
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise UsageError(f"{what} {path!r} does not exist") from None
+    except IsADirectoryError:
+        raise UsageError(f"{what} {path!r} is a folder, not a text file") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{what} {'(stdin)' if path == '-' else repr(path)} is not UTF-8 text") from None
+
+
 def output_folders(args, name, folder="saved_models"):
     """Fill `args.out` (default `<folder>/<name>`, `runs/<name>-quick` under `--quick`, so that
     a smoke run never overwrites a real model) and `args.model` (default `args.out`); with

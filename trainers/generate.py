@@ -143,13 +143,7 @@ def print_loss(name, report, characters, unknown=0):
 
 
 def evaluate(config, args):
-    if not os.path.isfile(args.test_file):
-        raise cli.UsageError(f"text file {args.test_file!r} does not exist")
-    try:  # before the model: a bad file fails at once
-        with open(args.test_file, encoding="utf-8") as handle:
-            text = handle.read()
-    except UnicodeDecodeError:
-        raise cli.UsageError(f"text file {args.test_file!r} is not UTF-8 text") from None
+    text = cli.read_text(args.test_file, "text file")  # before the model: a bad file fails at once
     generator = CharGenerator.load(args.model)
     ids, unknown = generator.vocabulary.encode(text)
     if len(ids) < 2:

@@ -167,23 +167,17 @@ def print_metrics(name, result):
 
 def read_test_file(path):
     """`(texts, labels)` from `label<TAB>review` lines; a bad line is a one-line `UsageError`."""
-    if not os.path.isfile(path):
-        raise cli.UsageError(f"test file {path!r} does not exist")
     texts, labels = [], []
-    try:
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                fields = line.rstrip("\r\n").split("\t")
-                if len(fields) != 2 or fields[0].strip() not in ("0", "1") or not fields[1].strip():
-                    found = f"{len(fields)} tab-separated fields" if len(fields) != 2 else repr(line.strip()[:60])
-                    raise cli.UsageError(f"{path}:{number}: expected 'label<TAB>review' with label 0 or 1 and no "
-                                         f"other tab, got {found}")
-                labels.append(int(fields[0]))
-                texts.append(fields[1])
-    except UnicodeDecodeError:
-        raise cli.UsageError(f"test file {path!r} is not UTF-8 text") from None
+    for number, line in enumerate(cli.read_text(path, "test file").split("\n"), 1):
+        if not line.strip():
+            continue
+        fields = line.rstrip("\r").split("\t")
+        if len(fields) != 2 or fields[0].strip() not in ("0", "1") or not fields[1].strip():
+            found = f"{len(fields)} tab-separated fields" if len(fields) != 2 else repr(line.strip()[:60])
+            raise cli.UsageError(f"{path}:{number}: expected 'label<TAB>review' with label 0 or 1 and no "
+                                 f"other tab, got {found}")
+        labels.append(int(fields[0]))
+        texts.append(fields[1])
     if not texts:
         raise cli.UsageError(f"test file {path!r} has no reviews")
     return texts, np.asarray(labels)

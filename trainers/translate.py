@@ -17,7 +17,6 @@ from trainers import cli  # noqa: I001 - first: sets environment variables read 
 
 import dataclasses
 import os
-import sys
 import time
 
 import numpy as np
@@ -189,21 +188,14 @@ def report(name, results, sources, streams, hypotheses, show):
 
 def read_test_file(path):
     """`(sources, reference_streams)` of a `source<TAB>reference[<TAB>reference...]` file."""
-    if not os.path.isfile(path):
-        raise cli.UsageError(f"test file {path!r} does not exist")
     pairs = []
-    try:
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                fields = [f.strip() for f in line.rstrip("\n").split("\t")]
-                if len(fields) < 2 or not fields[0] or not all(fields[1:]):
-                    raise cli.UsageError(f"{path} line {number}: expected 'source<TAB>reference', "
-                                         f"got {line.strip()[:60]!r}")
-                pairs.extend((fields[0], ref) for ref in fields[1:])
-    except UnicodeDecodeError:
-        raise cli.UsageError(f"test file {path!r} is not UTF-8 text") from None
+    for number, line in enumerate(cli.read_text(path, "test file").split("\n"), 1):
+        if not line.strip():
+            continue
+        fields = [f.strip() for f in line.split("\t")]
+        if len(fields) < 2 or not fields[0] or not all(fields[1:]):
+            raise cli.UsageError(f"{path} line {number}: expected 'source<TAB>reference', got {line.strip()[:60]!r}")
+        pairs.extend((fields[0], ref) for ref in fields[1:])
     if not pairs:
         raise cli.UsageError(f"test file {path!r} has no source<TAB>reference lines")
     return group_references(pairs)
@@ -304,7 +296,7 @@ def translate_lines(config, args):
         raise cli.UsageError("--translate and --evaluate are two different runs: give one")
     if args.n_best > config.beam_width:
         raise cli.UsageError(f"--n-best {args.n_best} needs --beam-width of at least {args.n_best}")
-    lines = read_lines(args.translate)  # before the model: a bad file fails at once
+    lines = cli.read_text(args.translate, "file to translate").splitlines()  # before the model: fails at once
     translator = Translator.load(args.model)
     results = translator.translate([line.strip() for line in lines], beam_width=config.beam_width,
                                    length_penalty=config.length_penalty, n_best=args.n_best)
@@ -315,21 +307,6 @@ def translate_lines(config, args):
             for text, score in result.alternatives or [(result.text, result.score)]:
                 print(f"{number}\t{'' if score is None else f'{score:.4f}'}\t{text}")
     return 0
-
-
-def read_lines(path):
-    """The lines of a UTF-8 file, or of stdin for `-`; a missing or undecodable file is a `UsageError`."""
-    try:
-        if path == "-":
-            return sys.stdin.read().splitlines()
-        with open(path, encoding="utf-8") as handle:
-            return handle.read().splitlines()
-    except FileNotFoundError:
-        raise cli.UsageError(f"file to translate {path!r} does not exist") from None
-    except UnicodeDecodeError:
-        raise cli.UsageError(f"{'stdin' if path == '-' else repr(path)} is not UTF-8 text") from None
-    except IsADirectoryError:
-        raise cli.UsageError(f"{path!r} is a folder, not a text file") from None
 
 
 def main(argv=None):
