@@ -45,6 +45,26 @@ def run(module, *args, cwd, expect=0, timeout=900):
     return result.stdout, result.stderr
 
 
+# `python -c WAIT_AT_EPOCH_2 <task> <flags>`: the trainer's command line, with a callback that stops at
+# the start of the second epoch in an (interruptible) sleep until Ctrl-C.
+WAIT_AT_EPOCH_2 = """
+import runpy, sys, time
+import keras
+
+class WaitAtEpoch2(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 1:
+            print("waiting for Ctrl-C", flush=True)
+            time.sleep(600)
+
+fit = keras.Model.fit
+keras.Model.fit = lambda self, *args, callbacks=(), **kwargs: fit(
+    self, *args, callbacks=[*callbacks, WaitAtEpoch2()], **kwargs)
+task = sys.argv.pop(1)
+runpy.run_module(f"trainers.{task}", run_name="__main__", alter_sys=True)
+"""
+
+
 def one_line_error(stderr):
     """The error line of a failed trainer: the last line of stderr, with no traceback before it."""
     assert "Traceback" not in stderr, stderr[-3000:]
@@ -109,25 +129,21 @@ def test_interrupted_run_resumes_only_with_its_own_settings_and_its_card_covers_
     """Ctrl-C in the second of three epochs, then: a fresh start to the same --out is refused, --resume
     with other settings is refused, --resume with the same settings finishes, and the card
     counts both sessions. A run to another folder of the same name shares nothing."""
-    # Three epochs of about 290 steps: the signal sent at "Epoch 2/3" lands in training even when a
-    # busy CI machine is slow to wake this test (with shorter epochs JAX finished first, twice).
-    flags = ["--quick", "--max-examples", 150000, "--epochs", 3, "--units", 64, "--batch-size", 8]
+    flags = ["--quick", "--max-examples", 20000, "--epochs", 3, "--units", 64]
     out = tmp_path / "a" / "model"
-    # Ctrl-C as a terminal sends it: the child must not inherit an ignored SIGINT (a shell starts
-    # background jobs, `make test &`, with SIGINT ignored, and Python then never raises KeyboardInterrupt).
-    process = subprocess.Popen(command("generate", *flags, "--out", out), cwd=tmp_path, env=environment(),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    # The child waits at the start of epoch 2 until the signal comes, so the test does not race a fast
+    # backend (JAX once finished all three epochs before the signal arrived). Ctrl-C as a terminal sends
+    # it: the child must not inherit an ignored SIGINT (a shell starts background jobs, `make test &`,
+    # with SIGINT ignored, and Python then never raises KeyboardInterrupt).
+    process = subprocess.Popen([sys.executable, "-c", WAIT_AT_EPOCH_2, "generate", *map(str, flags), "--out", out],
+                               cwd=tmp_path, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen, deadline = b"", time.time() + 600
-    while b"Epoch 2/3" not in seen and time.time() < deadline and process.poll() is None:
+    while b"waiting for Ctrl-C" not in seen and time.time() < deadline and process.poll() is None:
         seen += os.read(process.stdout.fileno(), 4096)
-    assert b"Epoch 2/3" in seen, seen[-2000:]
+    assert b"val_loss" in seen and b"waiting for Ctrl-C" in seen, seen[-2000:]  # after epoch 1
     process.send_signal(signal.SIGINT)
-    try:  # a second Ctrl-C if the first has not ended it within a few seconds, as a user would press
-        stdout, stderr = process.communicate(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.send_signal(signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=300)
+    stdout, stderr = process.communicate(timeout=300)
     stderr = stderr.decode()
     assert process.returncode == 130, (stderr[-2000:], (seen + stdout)[-1500:])
     assert "run again with --resume" in stderr
