@@ -148,11 +148,29 @@ class Seq2SeqAttention(artifacts.PortableModel, keras.Model):
 
 
 @keras.saving.register_keras_serializable(package="rnn_suite")
-def masked_loss(y_true, y_pred):
-    """Cross-entropy of logits `(batch, T, vocab)` averaged over the real (non-padding) tokens."""
+def masked_loss(y_true, y_pred, label_smoothing=0.0):
+    """Cross-entropy of logits `y_pred (batch, T, vocab)` against ids `y_true (batch, T)`, averaged
+    over the real (non-padding) tokens. With `label_smoothing` e the target is (1 - e) on the true
+    id plus e spread evenly over the vocabulary (Szegedy et al., 2016), computed from the
+    log-probabilities rather than a one-hot target of the whole vocabulary."""
     mask = ops.cast(ops.not_equal(y_true, 0), "float32")
-    loss = keras.losses.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True)
+    log_probs = ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1)
+    true_log_prob = ops.squeeze(ops.take_along_axis(log_probs, ops.expand_dims(ops.cast(y_true, "int32"), -1), -1), -1)
+    loss = -true_log_prob
+    if label_smoothing:
+        loss = (1.0 - label_smoothing) * loss - label_smoothing * ops.mean(log_probs, axis=-1)
     return ops.sum(loss * mask) / ops.maximum(ops.sum(mask), 1.0)
+
+
+def smoothed_masked_loss(label_smoothing):
+    """`masked_loss` with `label_smoothing`, as a loss function for `compile`."""
+    if not label_smoothing:
+        return masked_loss
+
+    def masked_loss_smoothed(y_true, y_pred):
+        return masked_loss(y_true, y_pred, label_smoothing)
+
+    return masked_loss_smoothed
 
 
 @keras.saving.register_keras_serializable(package="rnn_suite")

@@ -233,10 +233,12 @@ def test_tail_weight_average_is_the_mean_of_the_last_steps():
     x = np.random.default_rng(0).normal(size=(64, 3)).astype("float32")
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
     model.compile(keras.optimizers.Adam(0.1), loss="mse")
-    recorder, averager = Recorder(), TailWeightAverage(total_steps=8, fraction=0.5, every=2)
+    recorder, averager = Recorder(), TailWeightAverage(total_steps=8, fractions=(0.5, 0.25), every=2)
     assert averager.averaged() is None
     model.fit(x, x[:, :1], batch_size=8, epochs=1, verbose=0, callbacks=[recorder, averager])
     expected = [np.mean([recorder.seen[i][k] for i in (5, 7)], axis=0) for k in range(2)]  # steps 6 and 8
-    assert averager.count == 2
+    assert averager.counts == {0.5: 2, 0.25: 1}
     for got, want in zip(averager.averaged(), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    for got, want in zip(averager.averaged(0.25), recorder.seen[7]):  # the last quarter: step 8 only
         np.testing.assert_allclose(got, want, rtol=1e-6)

@@ -12,7 +12,7 @@ from keras import ops
 
 from models import artifacts
 from models.decoding import CompiledDecoding, beam_search, greedy_decode
-from models.seq2seq import Seq2SeqAttention, Seq2SeqConfig, masked_accuracy, masked_loss
+from models.seq2seq import Seq2SeqAttention, Seq2SeqConfig, masked_accuracy, masked_loss, smoothed_masked_loss
 from models.text import RESERVED, TrueCaser, Vocabulary
 from models.translator import Translator
 from trainers import cli, data, training
@@ -403,3 +403,14 @@ def test_cli_translates_a_file_or_stdin_line_by_line(saved, tmp_path, capsys, mo
     code, _, err = run_cli(["--model", str(saved), "--translate", str(source), "--beam-width", "2", "--n-best", "3"],
                            capsys)
     assert code == 2 and "--n-best 3 needs --beam-width of at least 3" in err
+
+
+def test_label_smoothing_is_cross_entropy_against_the_smoothed_target():
+    rng = np.random.default_rng(1)
+    y_true = np.array([[5, 6, 3, 0]], "int32")
+    logits = rng.normal(size=(1, 4, 8)).astype("float32")
+    smoothed = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1, reduction=None)(
+        np.eye(8, dtype="float32")[y_true[:, :3]], logits[:, :3])
+    got = float(smoothed_masked_loss(0.1)(y_true, logits))
+    assert np.isclose(got, float(np.mean(keras.ops.convert_to_numpy(smoothed))), atol=1e-5)
+    assert smoothed_masked_loss(0.0) is masked_loss

@@ -27,8 +27,8 @@ from models.config import setting
 from models.sentiment import SentimentNet, SentimentNetConfig
 from models.text import Vocabulary, review_tokens, truncate
 from trainers import data, word_vectors
-from trainers.averaging import TailWeightAverage
-from trainers.batching import LengthBatches, fit_input, pad
+from trainers.averaging import TailWeightAverage, choose_average
+from trainers.batching import LengthBatches, pad
 from trainers.training import TrainingRun, data_parallel_setting, precision_setting, training_setting
 
 VALIDATION_FRACTION = 0.1
@@ -94,27 +94,6 @@ def batches(vocabulary, max_length, token_lists, labels, batch_size, seed, shuff
         return pad([rows[i] for i in indices], multiple=PAD_MULTIPLE), labels[indices, None]  # (batch, 1)
 
     return LengthBatches([len(r) for r in rows], make_batch, batch_size, seed, shuffle)
-
-
-def choose_average(model, averager, val_data):
-    """Keep the tail-averaged weights if their validation loss beats the best checkpoint's (in
-    `model` now); returns the card's record of the comparison."""
-    averaged = averager.averaged()
-    if averaged is None:
-        return {"used": False, "reason": "training stopped before the averaged steps"}
-    best_loss = model.evaluate(fit_input(val_data), verbose=0, return_dict=True)["loss"]
-    kept = [keras.ops.convert_to_numpy(v) for v in model.trainable_weights]
-    for variable, value in zip(model.trainable_weights, averaged):
-        variable.assign(value)
-    averaged_loss = model.evaluate(fit_input(val_data), verbose=0, return_dict=True)["loss"]
-    used = averaged_loss < best_loss
-    if not used:
-        for variable, value in zip(model.trainable_weights, kept):
-            variable.assign(value)
-    print(f"validation loss: averaged weights {averaged_loss:.4f} ({averager.count} samples), best checkpoint "
-          f"{best_loss:.4f}: keeping the {'averaged' if used else 'checkpoint'} weights")
-    return {"used": used, "samples": averager.count, "val_loss_averaged": round(averaged_loss, 4),
-            "val_loss_best_checkpoint": round(best_loss, 4)}
 
 
 def metrics(labels, probabilities):
@@ -258,7 +237,7 @@ def train(config, args):
           f"reviews truncated to {config.max_length} words")
     vectors, vector_seconds = initial_embedding(config, vocabulary, train_tokens, corpus.get("unlabelled", []))
 
-    averager = TailWeightAverage(config.epochs * len(train_data), fraction=0.5) if config.average_weights else None
+    averager = TailWeightAverage(config.epochs * len(train_data), fractions=(0.5,)) if config.average_weights else None
     model = run.fit(lambda: build_model(config, vectors), train_data, val_data,
                     keras.losses.BinaryCrossentropy(from_logits=True),
                     [keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")], [averager] if averager else [])
