@@ -13,7 +13,7 @@ import gradio as gr
 
 from apps import common
 from models.classifier import SentimentClassifier
-from models.text import review_tokens
+from runtime.text import review_tokens
 
 DEFAULT_MODEL = os.path.join("saved_models", "sentiment-imdb")
 TRAIN = "python -m trainers.sentiment"

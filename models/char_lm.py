@@ -20,6 +20,7 @@ from keras import ops
 from layers import recurrent_layer_class
 from models import artifacts
 from models.config import Config, cell_setting, rnn_impl_setting, setting
+from runtime.text import CharVocabulary  # noqa: F401 - the vocabulary of this model
 
 
 @dataclasses.dataclass
@@ -36,40 +37,6 @@ class CharLMConfig(Config):
     dropout: float = setting(0.2, "dropout after the embedding and each recurrent layer, in training",
                              kind="fraction")
     rnn_impl: str = rnn_impl_setting()
-
-
-class CharVocabulary:
-    """The characters of the training text, sorted; id = position. Characters outside it are
-    skipped when encoding, and counted."""
-
-    def __init__(self, chars):
-        self.chars = list(chars)
-        self.index = {c: i for i, c in enumerate(self.chars)}
-
-    @classmethod
-    def build(cls, text):
-        return cls(sorted(set(text)))
-
-    def __len__(self):
-        return len(self.chars)
-
-    def encode(self, text):
-        """`(ids (n,) int32, unknown)`: ids of the known characters and the number skipped."""
-        ids = [self.index.get(c, -1) for c in text]
-        known = np.asarray([i for i in ids if i >= 0], dtype="int32")
-        return known, len(ids) - len(known)
-
-    def decode(self, ids):
-        return "".join(self.chars[int(i)] for i in ids)
-
-    def to_json(self):
-        return {"chars": self.chars}
-
-    @classmethod
-    def from_json(cls, data):
-        if not isinstance(data, dict) or not isinstance(data.get("chars"), list):
-            raise artifacts.ArtifactError("vocabulary.json has no 'chars' list")
-        return cls(data["chars"])
 
 
 @keras.saving.register_keras_serializable(package="rnn_suite")

@@ -1,5 +1,5 @@
 """Text in, sentiment and explanations out: `SentimentClassifier` wraps a trained `SentimentNet`
-with its vocabulary.
+with its vocabulary (the text side is `runtime.classification.TextClassifier`).
 
 `predict(texts)` gives probabilities and `explain(text)` each word's contribution by integrated
 gradients (Sundararajan et al., 2017): the logit's gradient with respect to the word embeddings,
@@ -21,12 +21,11 @@ import layers
 from models import artifacts
 from models.compiled import bucket, compile_function
 from models.sentiment import SentimentNet
-from models.text import RESERVED, UnknownTextWarning, Vocabulary, check_text, review_words, text_list, truncate
+from runtime.classification import PAD_MULTIPLE, TextClassifier
+from runtime.text import UnknownTextWarning, Vocabulary, truncate
 
-PAD_MULTIPLE = 32  # reviews are padded to a multiple of this many words: few shapes to compile
 
-
-class SentimentClassifier:
+class SentimentClassifier(TextClassifier):
     """A trained `SentimentNet` with its vocabulary: text in, probabilities and explanations out.
 
     Args:
@@ -35,20 +34,12 @@ class SentimentClassifier:
         card: the model card (metrics, settings), shown by the apps.
     """
 
-    SIDE_FILES = ("vocabulary.json",)
-    NO_KNOWN_WORD = "None of its words is in the model's vocabulary: the probability is a guess, not a reading of it."
-
     def __init__(self, model, vocabulary, card=None):
+        super().__init__(vocabulary, model.config.max_length, card)
         self.model = model
-        self.vocabulary = vocabulary
-        self.card = card or {}
-        self.max_length = model.config.max_length
-        # Ids of known words (with a letter or digit; not [UNK]): punctuation alone tells nothing.
-        self._word_ids = np.asarray([i for i, token in enumerate(vocabulary.tokens)
-                                     if i >= len(RESERVED) and any(c.isalnum() for c in token)], "int32")
         # Compiled once per padded shape (models.compiled): eager JAX re-traces the recurrent
         # scan on every call, about 0.5 s.
-        self._probabilities = compile_function(
+        self.probabilities = compile_function(
             lambda ids: ops.sigmoid(ops.reshape(model(ids, training=False), (-1,))), model.weights)
         self._end_logits = compile_function(
             lambda ends, mask: ops.reshape(model.call_embedded(ends, mask, training=False), (-1,)), model.weights)
@@ -63,52 +54,6 @@ class SentimentClassifier:
     def save(self, directory, card=None):
         """Write `model.keras`, `vocabulary.json` and `card.json` to `directory`."""
         return artifacts.save(directory, self.model, {"vocabulary.json": self.vocabulary.to_json()}, card)
-
-    def encode(self, texts):
-        """Token ids `(batch, time)`, zero-padded, each review truncated to `max_length`.
-
-        Raises:
-            TypeError: `texts` is a single string, or a review is not a string. ValueError: a review
-                has no words.
-        """
-        texts = text_list(texts, "review", "encode([text])")
-        rows = [truncate(self.vocabulary.encode(self._tokens(text)), self.max_length) for text in texts]
-        width = bucket(max(len(r) for r in rows), PAD_MULTIPLE)  # padding is masked
-        ids = np.zeros((len(rows), width), dtype="int32")
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = row
-        return ids
-
-    def predict(self, texts, batch_size=64):
-        """Probability that each review is positive, `(len(texts),)` float array.
-
-        `texts` is a list of strings (a single string or a non-string item raises `TypeError`).
-        Reviews in which no word is in the vocabulary still get a probability, with an
-        `UnknownTextWarning` naming them.
-        """
-        texts = text_list(texts, "review", "predict([text])")
-        if not texts:
-            return np.zeros((0,), "float32")
-        probabilities, blind = [], []
-        for start in range(0, len(texts), batch_size):
-            ids = self.encode(texts[start : start + batch_size])
-            blind += [start + int(i) for i in np.flatnonzero(~self._reads_a_word(ids))]
-            probabilities.append(self._probabilities(ids))
-        if blind:
-            shown = ", ".join(map(str, blind[:5])) + (", ..." if len(blind) > 5 else "")
-            warnings.warn(f"{len(blind)} of {len(texts)} reviews (index {shown}) have no word in the model's "
-                          "vocabulary: their probabilities are guesses, not readings of them", UnknownTextWarning,
-                          stacklevel=2)
-        return np.concatenate(probabilities).astype("float32")
-
-    def notice(self, text):
-        """`None`, or why the probability of review `text` means little: none of its words (after
-        truncation) is in the vocabulary. For a user interface; `predict` warns instead."""
-        return None if self._reads_a_word(self.encode([text]))[0] else self.NO_KNOWN_WORD
-
-    def _reads_a_word(self, ids):
-        """`(batch,)` bool: whether each row of ids `(batch, time)` holds a known word."""
-        return np.isin(ids, self._word_ids).any(axis=1)
 
     def explain(self, text, steps=32, max_steps=1024, tolerance=0.05):
         """Each word's contribution to the decision, by integrated gradients.
@@ -171,12 +116,3 @@ class SentimentClassifier:
             return ops.sum(self.model.call_embedded(points, mask, training=False))
 
         return layers.value_and_grad(total_logit, points)[1][0]
-
-    def _words(self, text):
-        words = review_words(check_text(text, "a review"))
-        if not words:
-            raise ValueError("the review is empty: type a few words about a movie")
-        return words
-
-    def _tokens(self, text):
-        return [word.lower() for word in self._words(text)]

@@ -22,6 +22,8 @@ copies to and from NumPy cost as much as the step itself).
 import keras
 import numpy as np
 
+from runtime.text import bucket  # noqa: F401 - padded lengths, with the compiled calls that need them
+
 
 def compile_function(fn, variables, differentiates=False, to_numpy=True):
     """A compiled version of `fn(*tensors)` that reads `variables` (a list of Keras variables);
@@ -64,13 +66,3 @@ def _to_numpy(result):
     if isinstance(result, (list, tuple)):
         return type(result)(_to_numpy(r) for r in result)
     return np.asarray(keras.ops.convert_to_numpy(result))
-
-
-def bucket(n, multiple=None, smallest=1):
-    """`n` rounded up so that a compiled function sees few distinct shapes: to a multiple of
-    `multiple`, or without one to a power of two; at least `smallest`. (Padding is masked, so
-    the results do not change; only the number of compilations does.)"""
-    n = max(n, smallest, 1)
-    if multiple:
-        return -(-n // multiple) * multiple
-    return 1 << (n - 1).bit_length()

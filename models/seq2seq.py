@@ -53,8 +53,9 @@ class TiedOutput(keras.layers.Layer):
         self.bias = self.add_weight(shape=(self.vocab_size,), name="bias", initializer="zeros")
 
     def call(self, x, embeddings):
-        # einsum contracts over the embedding axis without materialising E^T.
-        return ops.einsum("...d,vd->...v", x, embeddings) + self.bias
+        # A matmul with E^T rather than an einsum: ONNX exporters make it one MatMul, which int8
+        # quantisation covers (tf2onnx cannot even optimise the einsum's "..." form).
+        return ops.matmul(x, ops.transpose(embeddings)) + self.bias
 
     def get_config(self):
         return {**super().get_config(), "vocab_size": self.vocab_size}

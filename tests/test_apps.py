@@ -26,8 +26,8 @@ from models.classifier import SentimentClassifier
 from models.generator import CharGenerator
 from models.sentiment import SentimentNet, SentimentNetConfig
 from models.seq2seq import Seq2SeqAttention, Seq2SeqConfig
-from models.text import TrueCaser, Vocabulary, tokenize
 from models.translator import Translator
+from runtime.text import TrueCaser, Vocabulary, tokenize
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = os.path.join(os.path.dirname(__file__), "screenshots")

@@ -128,7 +128,7 @@ def test_saved_model_generates_the_same_text_under_another_backend(memorised, tm
 
 def test_text_loss_reads_the_text_with_full_context(memorised):
     ids, _ = memorised.vocabulary.encode(TEXT)
-    full = trainer.text_loss(memorised.model, ids, streams=1, chunk=16)
+    full = memorised.text_loss(ids, streams=1, chunk=16)
     logits = memorised.model(ids[None, :-1])
     direct = keras.losses.sparse_categorical_crossentropy(ids[None, 1:], logits, from_logits=True)
     np.testing.assert_allclose(full, float(keras.ops.mean(direct)), rtol=1e-4)

@@ -22,8 +22,8 @@ from models.decoding import MAX_LENGTH_PENALTY, beam_search
 from models.generator import MAX_PROMPT, CharGenerator
 from models.sentiment import SentimentNet, SentimentNetConfig
 from models.seq2seq import Seq2SeqAttention, Seq2SeqConfig
-from models.text import RESERVED, TrueCaser, UnknownTextWarning, Vocabulary
 from models.translator import Translator
+from runtime.text import RESERVED, TrueCaser, UnknownTextWarning, Vocabulary
 
 from helpers import run_on_other_backend
 
@@ -211,7 +211,7 @@ def test_length_penalty_must_be_a_number_from_0_to_2(translator, alpha):
             translator.translate(["a b"], beam_width=2, length_penalty=alpha)
         one_line(error)
     with pytest.raises(ValueError, match="length_penalty"):
-        beam_search(translator.model, np.array([[4, 5]], "int32"), 2, 5, length_penalty=alpha)
+        beam_search(translator.decoder, np.array([[4, 5]], "int32"), 2, 5, length_penalty=alpha)
 
 
 def test_valid_length_penalties_are_accepted(translator):

@@ -8,7 +8,7 @@ from keras import ops
 
 from models.classifier import SentimentClassifier
 from models.sentiment import SentimentNet, SentimentNetConfig
-from models.text import Vocabulary, clean_review, review_words, truncate
+from runtime.text import Vocabulary, clean_review, review_words, truncate
 
 from helpers import run_on_other_backend
 

@@ -11,10 +11,10 @@ import pytest
 from keras import ops
 
 from models import artifacts
-from models.decoding import CompiledDecoding, beam_search, greedy_decode
+from models.decoding import CompiledDecoding, EagerDecoding, beam_search, greedy_decode
 from models.seq2seq import Seq2SeqAttention, Seq2SeqConfig, masked_accuracy, masked_loss, smoothed_masked_loss
-from models.text import RESERVED, TrueCaser, Vocabulary
 from models.translator import Translator
+from runtime.text import RESERVED, TrueCaser, Vocabulary
 from trainers import cli, data, training
 from trainers import translate as trainer
 
@@ -94,7 +94,7 @@ def test_tiny_model_learns_to_reverse_sequences(trained):
     model, history = trained
     assert history["masked_accuracy"][-1] > 0.98
     source, _, lengths = reversal_data(16, seed=1)  # 16 rows like the other tests: one JAX shape
-    tokens, attention = greedy_decode(model, source, 7)
+    tokens, attention = greedy_decode(EagerDecoding(model), source, 7)
     exact = [list(tokens[i, : n + 1]) == [*source[i, :n][::-1], Vocabulary.end_id] for i, n in enumerate(lengths)]
     assert np.mean(exact) >= 15 / 16
     # Reversal attends to the mirrored position: output word j looks at source word n - 1 - j.
@@ -111,12 +111,11 @@ def test_teacher_forced_call_equals_step_by_step_decoding(cell, trained):
     source, target, _ = reversal_data(16, seed=5)  # right-padded sources of 2..4 words
     target_in = target[:, :-1]
     logits = ops.convert_to_numpy(model((source, target_in)))  # the training path: one call
-    for decoder in (model, CompiledDecoding(model)):
+    for decoder in (EagerDecoding(model), CompiledDecoding(model)):
         encoded = decoder.encode(source)
         states = encoded[3]
         for t in range(target_in.shape[1]):
-            step_logits, states, weights = decoder.decode_step(ops.convert_to_tensor(target_in[:, t]), states,
-                                                               encoded)
+            step_logits, states, weights = decoder.decode_step(target_in[:, t], states, encoded)
             np.testing.assert_allclose(ops.convert_to_numpy(step_logits), logits[:, t], atol=1e-4)
             weights = ops.convert_to_numpy(weights)
             np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-5)
@@ -126,20 +125,20 @@ def test_teacher_forced_call_equals_step_by_step_decoding(cell, trained):
 def test_beam_width_one_equals_greedy(trained):
     source, _, _ = reversal_data(16, seed=2)
     for model in (trained[0], tiny_model(seed=3)):  # trained, and untrained (long, odd outputs)
-        greedy_tokens, greedy_attention = greedy_decode(model, source, [5, 9] * 8)
-        beam_tokens, beam_attention, _ = beam_search(model, source, 1, [5, 9] * 8)
+        greedy_tokens, greedy_attention = greedy_decode(EagerDecoding(model), source, [5, 9] * 8)
+        beam_tokens, beam_attention, _ = beam_search(EagerDecoding(model), source, 1, [5, 9] * 8)
         np.testing.assert_array_equal(beam_tokens, greedy_tokens)
         np.testing.assert_allclose(beam_attention, greedy_attention, atol=1e-6)
 
 
 def test_beam_search_reverses_and_ranks(trained):
     source, _, lengths = reversal_data(16, seed=4)
-    tokens, attention, scores = beam_search(trained[0], source, 2, 7, length_penalty=0.6)
+    tokens, attention, scores = beam_search(EagerDecoding(trained[0]), source, 2, 7, length_penalty=0.6)
     exact = [list(tokens[i, : n + 1]) == [*source[i, :n][::-1], Vocabulary.end_id] for i, n in enumerate(lengths)]
     assert np.mean(exact) > 0.9
     assert np.all(np.isfinite(scores)) and np.all(scores <= 0)
     with pytest.raises(ValueError, match="beam_width"):
-        beam_search(trained[0], source, 11, 7)
+        beam_search(EagerDecoding(trained[0]), source, 11, 7)
 
 
 def test_translator_strings_and_attention(translator):

@@ -4,7 +4,7 @@ normal text, casing is restored, vocabularies are deterministic. No Keras model 
 import pytest
 import sacrebleu
 
-from models.text import RESERVED, TrueCaser, Vocabulary, detokenize, normalize, split_words, tokenize
+from runtime.text import RESERVED, TrueCaser, Vocabulary, detokenize, normalize, split_words, tokenize
 from trainers import data
 
 

@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from models.text import normalize
+from runtime.text import normalize
 
 
 @dataclasses.dataclass(frozen=True)

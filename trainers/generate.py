@@ -24,7 +24,6 @@ import keras
 import numpy as np
 
 from models.char_lm import CharLM, CharLMConfig, CharVocabulary, bits_per_character
-from models.compiled import compile_function
 from models.config import setting
 from models.generator import CharGenerator
 from trainers import data
@@ -99,37 +98,6 @@ class Windows(keras.utils.PyDataset):
         self._plan()
 
 
-def text_loss(model, ids, streams=32, chunk=256):
-    """Mean cross-entropy in nats per character of `ids` under `model`, every character predicted
-    from all the text before it within its stream: the text is cut into `streams` contiguous
-    parts read side by side in chunks of `chunk` characters, the state carried between chunks.
-    Only the first character of each part has no context and is not scored."""
-    ids = np.asarray(ids, "int32")
-    streams = max(1, min(streams, (len(ids) - 1) // 2))
-    per = (len(ids) - 1) // streams  # characters predicted per stream
-    inputs = ids[: streams * per].reshape(streams, per)
-    targets = ids[1 : streams * per + 1].reshape(streams, per)
-
-    def chunk_loss(x, y, mask, *states):
-        logits, states = model.run(x, list(states), mask=mask)
-        nll = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)  # (streams, chunk)
-        return (keras.ops.sum(nll * keras.ops.cast(mask, nll.dtype)), *states)
-
-    step = compile_function(chunk_loss, model.weights)
-    states = [keras.ops.convert_to_numpy(s) for s in model.initial_states(streams)]
-    total = 0.0
-    for start in range(0, per, chunk):
-        x = np.zeros((streams, chunk), "int32")
-        y = np.zeros((streams, chunk), "int32")
-        mask = np.zeros((streams, chunk), bool)
-        width = min(chunk, per - start)
-        x[:, :width], y[:, :width] = inputs[:, start : start + width], targets[:, start : start + width]
-        mask[:, :width] = True
-        nll, *states = step(x, y, mask, *states)
-        total += float(nll)
-    return total / (streams * per)
-
-
 def loss_report(nats):
     """`{"nats_per_char", "bits_per_char", "perplexity"}` of a loss in nats per character."""
     return {"nats_per_char": round(nats, 4), "bits_per_char": round(float(bits_per_character(nats)), 4),
@@ -148,7 +116,7 @@ def evaluate(config, args):
     ids, unknown = generator.vocabulary.encode(text)
     if len(ids) < 2:
         raise cli.UsageError(f"text file {args.test_file!r} has fewer than 2 characters the model knows")
-    print_loss(os.path.basename(args.test_file), loss_report(text_loss(generator.model, ids)), len(text), unknown)
+    print_loss(os.path.basename(args.test_file), loss_report(generator.text_loss(ids)), len(text), unknown)
     return 0
 
 
@@ -171,9 +139,9 @@ def train(config, args):
 
     model = run.fit(lambda: CharLM(config), train_data, val_data,
                     keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    validation = loss_report(text_loss(model, val_ids))
-    print_loss("validation, full context", validation, len(val_text), val_unknown)
     generator = CharGenerator(model, vocabulary)
+    validation = loss_report(generator.text_loss(val_ids))
+    print_loss("validation, full context", validation, len(val_text), val_unknown)
     sample_start = time.perf_counter()
     sample = generator.generate(SAMPLE_PROMPT, length=400, temperature=0.8, seed=config.seed)
     print(f"sample (temperature 0.8, seed {config.seed}, {400 / (time.perf_counter() - sample_start):.0f} "

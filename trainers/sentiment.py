@@ -25,7 +25,7 @@ import numpy as np
 from models.classifier import SentimentClassifier
 from models.config import setting
 from models.sentiment import SentimentNet, SentimentNetConfig
-from models.text import Vocabulary, review_tokens, truncate
+from runtime.text import Vocabulary, review_tokens, truncate
 from trainers import data, word_vectors
 from trainers.averaging import TailWeightAverage, choose_average
 from trainers.batching import LengthBatches, pad

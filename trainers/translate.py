@@ -25,7 +25,7 @@ import sacrebleu
 
 from models.config import setting
 from models.seq2seq import Seq2SeqAttention, Seq2SeqConfig, masked_accuracy, smoothed_masked_loss
-from models.text import TrueCaser, Vocabulary, tokenize
+from runtime.text import TrueCaser, Vocabulary, tokenize
 from models.translator import Translator
 from trainers import data
 from trainers.averaging import TailWeightAverage, choose_average

@@ -10,14 +10,21 @@
 * `check_text`, `text_list`: the argument checks of every text entry point (one-line `TypeError`s),
   and `UnknownTextWarning` for input the model has no vocabulary for.
 * Movie reviews (sentiment): `clean_review` (HTML out), `review_words`, `review_tokens`, `truncate`.
+* `CharVocabulary`: the characters of the character model.
+* `bucket`: padded lengths, so that compiled calls see few distinct shapes.
 
-Everything but the review helpers is task-neutral: the sentiment and character models reuse it.
+Everything but the review helpers is task-neutral. Keras-free: the Keras models (`models/`) and the
+ONNX runtime (`runtime.onnx`) read text the same way.
 """
 
 import collections
 import html
 import re
 import unicodedata
+
+import numpy as np
+
+from runtime.files import ArtifactError
 
 PAD, UNK, START, END = "", "[UNK]", "[START]", "[END]"
 RESERVED = (PAD, UNK, START, END)  # ids 0, 1, 2, 3
@@ -228,3 +235,47 @@ def truncate(ids, max_length):
         return list(ids)
     head = max_length // 2
     return list(ids[:head]) + list(ids[len(ids) - (max_length - head):])
+
+
+def bucket(n, multiple=None, smallest=1):
+    """`n` rounded up so that a compiled function sees few distinct shapes: to a multiple of
+    `multiple`, or without one to a power of two; at least `smallest`. (Padding is masked, so
+    the results do not change; only the number of compilations does.)"""
+    n = max(n, smallest, 1)
+    if multiple:
+        return -(-n // multiple) * multiple
+    return 1 << (n - 1).bit_length()
+
+
+class CharVocabulary:
+    """The characters of the training text, sorted; id = position. Characters outside it are
+    skipped when encoding, and counted."""
+
+    def __init__(self, chars):
+        self.chars = list(chars)
+        self.index = {c: i for i, c in enumerate(self.chars)}
+
+    @classmethod
+    def build(cls, text):
+        return cls(sorted(set(text)))
+
+    def __len__(self):
+        return len(self.chars)
+
+    def encode(self, text):
+        """`(ids (n,) int32, unknown)`: ids of the known characters and the number skipped."""
+        ids = [self.index.get(c, -1) for c in text]
+        known = np.asarray([i for i in ids if i >= 0], dtype="int32")
+        return known, len(ids) - len(known)
+
+    def decode(self, ids):
+        return "".join(self.chars[int(i)] for i in ids)
+
+    def to_json(self):
+        return {"chars": self.chars}
+
+    @classmethod
+    def from_json(cls, data):
+        if not isinstance(data, dict) or not isinstance(data.get("chars"), list):
+            raise ArtifactError("vocabulary.json has no 'chars' list")
+        return cls(data["chars"])

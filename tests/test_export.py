@@ -1,0 +1,223 @@
+"""Export (`trainers.export`) and the Keras-free runtime (`runtime`): small models of the three tasks
+are saved, exported from this test's backend (JAX: jax2onnx; TensorFlow: Keras' own exporter; torch
+cannot export, so its exports are made under JAX in a subprocess, and the refusal is tested), and
+served by ONNX Runtime with the same results as Keras: the same translations (greedy, beam,
+n-best), the same generated text and nats per character, the same probabilities."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from models.char_lm import CharLM, CharLMConfig
+from models.classifier import SentimentClassifier
+from models.generator import CharGenerator
+from models.sentiment import SentimentNet, SentimentNetConfig
+from models.seq2seq import Seq2SeqAttention, Seq2SeqConfig
+from models.translator import Translator
+from runtime.files import ArtifactError
+from runtime.text import CharVocabulary, TrueCaser, Vocabulary, tokenize
+from trainers import export as exporter
+from trainers.subwords import learn_pieces
+
+pytestmark = pytest.mark.slow
+
+BACKEND = keras.backend.backend()
+SPANISH = ["¿Dónde está la estación de tren?", "Me gustaría aprender a tocar el piano.", "Tom es libre.",
+           "El ciclista ganó la carrera a pesar de la lluvia.", "La biblioteca municipal cierra los domingos.",
+           "Mi abuela cultiva tomates y berenjenas en el huerto.", "¿Puedes bajar el volumen?", "Sabía que pasaría."]
+ENGLISH = ["Where is the train station?", "I would like to learn to play the piano.", "Tom is free.",
+           "The cyclist won the race despite the rain.", "The city library closes on Sundays.",
+           "My grandmother grows tomatoes and eggplants in the garden.", "Can you turn down the volume?",
+           "I knew it would happen."]
+REVIEWS = ["A wonderful film", "terrible , boring plot", "good good good bad", "漢字 only ☃", "x " * 300]
+TEXT = "ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet is the sun.\n" * 4
+
+
+def random_weights(model, seed, scale=0.5):
+    """Seeded weights, the same on every backend, large enough that the outputs vary."""
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(0, scale / np.sqrt(max(w.shape[0], 1)), w.shape).astype("float32")
+                       for w in model.get_weights()])
+
+
+def saved_models(folder):
+    """A translator (subword pieces, LSTM), a classifier and a character model (2 GRU layers),
+    untrained but seeded, saved under `folder`: `{task: path}`."""
+    source = learn_pieces([tokenize(s) for s in SPANISH * 4], 60)
+    target = learn_pieces([tokenize(s) for s in ENGLISH * 4], 60)
+    net = Seq2SeqAttention(Seq2SeqConfig(source_vocab_size=len(source), target_vocab_size=len(target),
+                                         embedding_dim=16, units=16, cell="lstm"))
+    net.build()
+    random_weights(net, 0)
+    settings = {"direction": "spa-eng", "max_source_length": 12, "max_target_length": 16, "length_penalty": 0.6}
+    paths = {"translation": Translator(net, source, target, TrueCaser.build(ENGLISH), settings).save(
+        folder / "translate", card={"task": "translation"})}
+    vocabulary = Vocabulary.build([r.split() for r in REVIEWS[:3]])
+    classifier = SentimentNet(SentimentNetConfig(vocab_size=len(vocabulary), embedding_dim=8, units=8, max_length=32))
+    classifier.build()
+    random_weights(classifier, 1, scale=2.0)
+    paths["sentiment"] = SentimentClassifier(classifier, vocabulary).save(folder / "sentiment", card={})
+    chars = CharVocabulary.build(TEXT)
+    lm = CharLM(CharLMConfig(vocab_size=len(chars), embedding_dim=8, units=16, num_layers=2, cell="gru"))
+    lm.build()
+    random_weights(lm, 2, scale=2.0)
+    paths["generation"] = CharGenerator(lm, chars).save(folder / "generate", card={})
+    return paths
+
+
+def export_under(backend, model, out, *flags):
+    """`python -m trainers.export` in a fresh process on `backend`; returns the completed process."""
+    env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=os.getcwd())
+    return subprocess.run([sys.executable, "-m", "trainers.export", "--model", str(model), "--out", str(out), *flags],
+                          env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """`{task: (saved folder, export folder)}`, exported on this backend (torch: under JAX)."""
+    folder = tmp_path_factory.mktemp("export")
+    result = {}
+    for task, path in saved_models(folder).items():
+        out = folder / f"{task}-export"
+        if BACKEND == "torch":
+            process = export_under("jax", path, out)
+            assert process.returncode == 0, process.stderr[-2000:]
+        else:
+            exporter.export(str(path), str(out), formats=("onnx", "savedmodel") if task == "translation" else ("onnx",))
+        result[task] = (path, out)
+    return result
+
+
+def test_the_runtime_imports_no_framework():
+    script = ("import sys, runtime, runtime.onnx; "
+              "print(sorted({m.split('.')[0] for m in sys.modules} & {'keras', 'tensorflow', 'jax', 'torch'}))")
+    output = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            env=dict(os.environ, PYTHONPATH=os.getcwd()))
+    assert output.returncode == 0 and output.stdout.strip() == "[]", output.stderr[-2000:]
+
+
+def test_subword_pieces_are_the_same_through_sentencepiece_and_keras_hub(exported):
+    import runtime.subwords
+
+    from models.subwords import vocabulary_from_json
+
+    data = json.loads((exported["translation"][1] / "source_vocab.json").read_text())
+    keras_hub_pieces, plain_pieces = vocabulary_from_json(data), runtime.subwords.vocabulary_from_json(data)
+    assert type(plain_pieces) is runtime.subwords.SubwordVocabulary
+    words = tokenize(" ".join(SPANISH)) + ["ciclista", "pingüino", "ﬁn", "日本", "🙂", "xylófono", "a", "ñandú"]
+    assert plain_pieces.tokens == keras_hub_pieces.tokens
+    assert plain_pieces.encode_words(words) == keras_hub_pieces.encode_words(words)
+
+
+@pytest.mark.parametrize("int8", [False, True])
+def test_translations_are_the_same_through_onnx(exported, int8):
+    import runtime
+
+    saved, out = exported["translation"]
+    keras_translator, onnx_translator = Translator.load(saved), runtime.load(out, int8=int8)
+    texts = SPANISH + ["", "carrera " * 20]
+    for width in (1, 3):
+        ours = keras_translator.translate(texts, beam_width=width, n_best=min(width, 2))
+        theirs = onnx_translator.translate(texts, beam_width=width, n_best=min(width, 2))
+        if int8:  # int8 weights change the numbers: only the form is the same
+            assert [t.notice for t in theirs] == [o.notice for o in ours]
+            continue
+        assert [t.text for t in theirs] == [o.text for o in ours]
+        assert [t.notice for t in theirs] == [o.notice for o in ours]
+        assert [[a for a, _ in t.alternatives] for t in theirs] == [[a for a, _ in o.alternatives] for o in ours]
+        for o, t in zip(ours, theirs):
+            np.testing.assert_allclose(t.attention, o.attention, atol=1e-4)
+            assert (o.score is None) == (t.score is None) and (o.score is None or abs(o.score - t.score) < 1e-4)
+
+
+def test_probabilities_are_the_same_through_onnx(exported):
+    import runtime
+
+    saved, out = exported["sentiment"]
+    keras_classifier, onnx_classifier = SentimentClassifier.load(saved), runtime.load(out)
+    with pytest.warns(UserWarning, match="no word in the model's vocabulary"):
+        ours = keras_classifier.predict(REVIEWS)
+    with pytest.warns(UserWarning, match="no word in the model's vocabulary"):
+        theirs = onnx_classifier.predict(REVIEWS)
+    assert np.abs(ours - theirs).max() <= 1e-4 and ours.std() > 0.01  # not a constant
+    assert onnx_classifier.notice("漢字") == keras_classifier.notice("漢字") is not None
+    assert np.abs(runtime.load(out, int8=True).predict(REVIEWS[:3]) - ours[:3]).max() < 0.1
+
+
+def test_generation_is_the_same_through_onnx(exported):
+    import runtime
+
+    saved, out = exported["generation"]
+    keras_generator, onnx_generator = CharGenerator.load(saved), runtime.load(out)
+    for prompt in ("ROMEO:\n", "", "But soft, what light " * 3):
+        ours = keras_generator.generate(prompt, length=60, temperature=0.8, seed=3)
+        assert onnx_generator.generate(prompt, length=60, temperature=0.8, seed=3) == ours
+    session = onnx_generator.start("Juliet", seed=1)  # streaming continues where it stopped
+    assert session.generate(20) + session.generate(20) == keras_generator.generate("Juliet", length=40, seed=1)
+    ids, _ = keras_generator.vocabulary.encode(TEXT)
+    nats = keras_generator.text_loss(ids, streams=4, chunk=32)
+    assert abs(onnx_generator.text_loss(ids, streams=4, chunk=32) - nats) < 1e-5 and nats > 0.5
+
+
+@pytest.mark.skipif(BACKEND == "torch", reason="a SavedModel is written from the JAX or TensorFlow backend")
+def test_saved_model_signatures_compute_what_keras_computes(exported):
+    import tensorflow as tf
+
+    saved, out = exported["translation"]
+    model = Translator.load(saved).model
+    loaded = tf.saved_model.load(str(out / "saved_model"))
+    source = np.array([[5, 6, 7, 0], [8, 9, 0, 0]], "int32")
+    encoded = loaded.signatures["encode"](source=tf.constant(source))  # as TF Serving calls it
+    values, keys, mask, states = model.encode(keras.ops.convert_to_tensor(source))
+    np.testing.assert_allclose(np.asarray(encoded["values"]), keras.ops.convert_to_numpy(values), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(encoded["state_1"]), keras.ops.convert_to_numpy(states[1]), atol=1e-5)
+
+
+def test_export_folder_records_what_the_runtime_needs(exported):
+    manifest = json.loads((exported["translation"][1] / "export.json").read_text())
+    assert manifest["task"] == "translation" and manifest["onnx"] and manifest["int8"]
+    assert set(manifest["endpoints"]) == {"encode", "decode_step"}
+    assert [i["name"] for i in manifest["endpoints"]["decode_step"]["inputs"]] == [
+        "tokens", "values", "keys", "mask", "state_0", "state_1"]
+    sizes = {p.name: p.stat().st_size for p in (exported["generation"][1]).glob("*.onnx")}
+    small = {p.name: p.stat().st_size for p in (exported["generation"][1] / "int8").glob("*.onnx")}
+    assert set(sizes) == set(small) == {"run.onnx", "step.onnx"}
+
+
+def test_bad_exports_and_flags_get_one_line(exported, tmp_path):
+    import runtime
+
+    with pytest.raises(ArtifactError, match="no export at"):
+        runtime.load(tmp_path / "nothing")
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    for item in exported["sentiment"][1].iterdir():
+        if item.is_file():
+            (damaged / item.name).write_bytes(item.read_bytes())
+    (damaged / "probabilities.onnx").write_bytes(b"not a graph")
+    with pytest.raises(ArtifactError, match="not a readable ONNX graph") as error:
+        runtime.load(damaged)
+    assert "\n" not in str(error.value)
+    with pytest.raises(ArtifactError, match="no int8 graphs"):
+        (damaged / "export.json").write_text(json.dumps({**json.loads((damaged / "export.json").read_text()),
+                                                         "int8": False}))
+        runtime.load(damaged, int8=True)
+    backend = "jax" if BACKEND == "torch" else BACKEND
+    process = export_under(backend, tmp_path / "missing", tmp_path / "out")
+    assert process.returncode == 2 and "no saved model at" in process.stderr.strip().splitlines()[-1]
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "mine.txt").write_text("keep me")
+    process = export_under(backend, exported["sentiment"][0], tmp_path / "notes")
+    assert process.returncode == 2 and "not an export folder" in process.stderr
+    assert (tmp_path / "notes" / "mine.txt").read_text() == "keep me"
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="the refusal of the torch backend")
+def test_torch_backend_refuses_to_export_with_the_way_out(exported, tmp_path):
+    with pytest.raises(ValueError, match="KERAS_BACKEND=jax"):
+        exporter.export(str(exported["sentiment"][0]), str(tmp_path / "out"))
