@@ -18,9 +18,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")  # plots are rendered to images, never to a window
 
 import gradio as gr  # noqa: E402
-import keras  # noqa: E402
 
-from models.artifacts import ArtifactError  # noqa: E402
+from runtime.files import ArtifactError  # noqa: E402
+
+RUNTIMES = ("keras", "onnx")  # the saved model through Keras, or its export through ONNX Runtime (no Keras)
 
 INPUT_LIMIT = 5000  # characters of text accepted per request; the rest is cut with a notice
 SEED_LIMIT = 2**32 - 1  # the largest seed NumPy's global generator (keras.utils.set_random_seed) accepts
@@ -37,17 +38,37 @@ class Unavailable:
         self.message = message
 
 
-def load_model(loader, directory, train_command):
-    """`loader(directory)`, or an `Unavailable` whose message says how to train or where to put
-    a model, when the folder is missing or broken."""
+def export_folder(saved_model):
+    """Where `python -m trainers.export` puts the export of a saved-model folder: `exports/<name>`."""
+    return os.path.join("exports", os.path.basename(os.path.normpath(saved_model)))
+
+
+def load_model(loader, directory, train_command, runtime="keras", saved_model=None):
+    """`loader(directory)`, or an `Unavailable` whose message says how to train (or, with the ONNX
+    runtime, export) a model or where to put one, when the folder is missing or broken.
+    `saved_model` is the saved-model folder an export is made from."""
+    if runtime == "onnx":
+        source = saved_model or os.path.join("saved_models", os.path.basename(os.path.normpath(directory)))
+        make, what = f"python -m trainers.export --model {source} --out {directory}", "an export folder"
+    else:
+        make, what = train_command, "a saved-model folder"
     if not os.path.isdir(directory):
-        return Unavailable(f"No model at `{directory}`. Train one with `{train_command}`, or start the demo "
-                           f"with `--model DIR` pointing to a saved-model folder.")
+        return Unavailable(f"No model at `{directory}`. Make one with `{make}`, or start the demo with `--model DIR` "
+                           f"pointing to {what}.")
     try:
         return loader(directory)
     except (ArtifactError, OSError, ValueError, KeyError) as error:
-        return Unavailable(f"The model at `{directory}` could not be loaded ({error}). Train it again with "
-                           f"`{train_command}`.")
+        return Unavailable(f"The model at `{directory}` could not be loaded ({error}). Make it again with `{make}`.")
+
+
+def loader_of(runtime, keras_loader):
+    """The function that loads a model folder for `runtime`: `keras_loader()` (imported only when
+    used, so that the ONNX runtime imports no Keras) or `runtime.load`."""
+    if runtime == "onnx":
+        import runtime as onnx_runtime
+
+        return onnx_runtime.load
+    return keras_loader()
 
 
 def clean_text(text, limit=INPUT_LIMIT):
@@ -104,7 +125,13 @@ def card_markdown(card, metrics):
     return " · ".join(parts + ([trained] if trained else []))
 
 
-def backend_markdown():
+def backend_markdown(runtime="keras"):
+    if runtime == "onnx":
+        import onnxruntime
+
+        return f"Runtime: **ONNX Runtime {onnxruntime.__version__}** (exported graphs, no Keras)"
+    import keras
+
     return f"Backend: **{keras.backend.backend()}** (set `KERAS_BACKEND` to change) · Keras {keras.__version__}"
 
 
@@ -120,8 +147,12 @@ def parser(description, default_model):
     p.add_argument("--port", type=int, default=None, help="port (default: Gradio's, 7860 or the next free one)")
     p.add_argument("--share", action="store_true",
                    help="also publish a temporary public gradio.live link (off by default)")
+    p.add_argument("--runtime", choices=RUNTIMES, default="keras",
+                   help="keras (default: the saved models, on KERAS_BACKEND) or onnx (their exports from "
+                        "python -m trainers.export, served by ONNX Runtime without Keras)")
     if default_model is not None:
-        p.add_argument("--model", default=default_model, help=f"saved-model folder (default {default_model})")
+        p.add_argument("--model", default=None, help=f"saved-model folder (default {default_model}; with --runtime "
+                                                     f"onnx, its export {export_folder(default_model)})")
     return p
 
 
@@ -134,10 +165,10 @@ def launch(demo, args):
     with_queue(demo).launch(server_name=args.host, server_port=args.port, share=args.share, theme=THEME, css=CSS)
 
 
-def single_demo(title, render, model):
+def single_demo(title, render, model, runtime="keras"):
     """A Blocks app of one demo: a title, the backend line and the demo's components."""
     with gr.Blocks(title=f"{title} · rnn-suite") as demo:
-        gr.Markdown(f"# {title}\n" + backend_markdown())
+        gr.Markdown(f"# {title}\n" + backend_markdown(runtime))
         render(model)
     return demo
 
@@ -145,7 +176,15 @@ def single_demo(title, render, model):
 def serve_one(module, title, argv=None):
     """`python -m apps.<demo>`: parse the flags, load the model of `module` and serve its demo."""
     args = parser(f"Serve the {title.lower()} demo.", module.DEFAULT_MODEL).parse_args(argv)
-    launch(single_demo(title, module.render, module.load(getattr(args, "model", None))), args)
+    launch(single_demo(title, module.render, module.load(getattr(args, "model", None), args.runtime),
+                       args.runtime), args)
+
+
+def model_folder(directory, default, runtime):
+    """`directory`, else the default folder of `runtime`: `default` or its export."""
+    if directory:
+        return directory
+    return export_folder(default) if runtime == "onnx" else default
 
 
 def start_local(demo):

@@ -1,6 +1,7 @@
 """Generate demo: Shakespeare-like text from a prompt, streamed as it is written.
 
     python -m apps.generate [--model saved_models/generate-shakespeare] [--host H] [--port P] [--share]
+    python -m apps.generate --runtime onnx     # the export in exports/generate-shakespeare, without Keras
 """
 
 import os
@@ -10,7 +11,7 @@ import time
 import gradio as gr
 
 from apps import common
-from models.generator import MAX_GENERATE, CharGenerator, check_sampling
+from runtime.sampling import MAX_GENERATE, check_sampling
 
 DEFAULT_MODEL = os.path.join("saved_models", "generate-shakespeare")
 TRAIN = "python -m trainers.generate"
@@ -21,8 +22,17 @@ UPDATE_EVERY = 0.05  # seconds between screen updates while streaming
 LENGTH_LIMIT = 2000  # characters per request in the demo (the model allows up to MAX_GENERATE)
 
 
-def load(directory=DEFAULT_MODEL):
-    return common.load_model(CharGenerator.load, directory, TRAIN)
+def keras_loader():
+    from models.generator import CharGenerator
+
+    return CharGenerator.load
+
+
+def load(directory=None, runtime="keras"):
+    """The generator in `directory` (default: the default folder of `runtime`), or a
+    `common.Unavailable`."""
+    directory = common.model_folder(directory, DEFAULT_MODEL, runtime)
+    return common.load_model(common.loader_of(runtime, keras_loader), directory, TRAIN, runtime)
 
 
 def make_handler(generator):

@@ -17,8 +17,8 @@ DEFAULT_MODEL = None  # nothing to load: the probes are built on demand
 LENGTH_LIMIT, STEPS_LIMIT = 200, 200
 
 
-def load(directory=None):
-    return None
+def load(directory=None, runtime="keras"):
+    return None  # the lab trains its small probes on demand, with Keras, whatever the runtime
 
 
 def compute(task, length, cells, steps, seed):

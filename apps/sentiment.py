@@ -1,9 +1,12 @@
 """Sentiment demo: positive/negative confidence of a movie review, and each word's contribution.
 
     python -m apps.sentiment [--model saved_models/sentiment-imdb] [--host H] [--port P] [--share]
+    python -m apps.sentiment --runtime onnx     # the export in exports/sentiment-imdb, without Keras
 
 The label comes first (one forward pass); the per-word highlighting (integrated gradients, a few
 dozen gradient passes) follows as a second step, so the answer does not wait for the explanation.
+An export has no gradients: with `--runtime onnx` the demo classifies and says that the per-word
+explanation needs the Keras runtime.
 """
 
 import os
@@ -12,7 +15,6 @@ import sys
 import gradio as gr
 
 from apps import common
-from models.classifier import SentimentClassifier
 from runtime.text import review_tokens
 
 DEFAULT_MODEL = os.path.join("saved_models", "sentiment-imdb")
@@ -27,8 +29,17 @@ METRICS = [("test accuracy", ("test", "accuracy")), ("F1", ("test", "f1")), ("RO
            ("training minutes", ("training", "minutes"))]
 
 
-def load(directory=DEFAULT_MODEL):
-    return common.load_model(SentimentClassifier.load, directory, TRAIN)
+def keras_loader():
+    from models.classifier import SentimentClassifier
+
+    return SentimentClassifier.load
+
+
+def load(directory=None, runtime="keras"):
+    """The classifier in `directory` (default: the default folder of `runtime`), or a
+    `common.Unavailable`."""
+    directory = common.model_folder(directory, DEFAULT_MODEL, runtime)
+    return common.load_model(common.loader_of(runtime, keras_loader), directory, TRAIN, runtime)
 
 
 def make_handlers(classifier):
@@ -72,13 +83,18 @@ def render(classifier):
         with gr.Column():
             label = gr.Label(label="Sentiment", num_top_classes=2)
             notice = gr.Markdown(elem_classes="notice")
-    words = gr.HighlightedText(label="Why: each word's push towards positive (red) or negative (blue), "
-                                     "by integrated gradients", show_legend=False, combine_adjacent=False)
+    explains = hasattr(classifier, "explain")  # an ONNX export has no gradients
+    if explains:
+        words = gr.HighlightedText(label="Why: each word's push towards positive (red) or negative (blue), "
+                                         "by integrated gradients", show_legend=False, combine_adjacent=False)
+    else:
+        gr.Markdown("Per-word explanations need gradients: start the demo with `--runtime keras` to see them.")
     gr.Examples(EXAMPLES, inputs=[review])
     classify, explain = make_handlers(classifier)
     for trigger in (button.click, review.submit):
         event = trigger(classify, review, [label, notice], api_name="classify" if trigger == button.click else False)
-        event.then(explain, review, words, api_name="explain" if trigger == button.click else False)
+        if explains:
+            event.then(explain, review, words, api_name="explain" if trigger == button.click else False)
 
 
 def main(argv=None):

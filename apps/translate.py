@@ -1,6 +1,7 @@
 """Translate demo: Spanish <-> English with greedy or beam search and the attention heatmap.
 
     python -m apps.translate [--model saved_models/translate-spa-eng] [--host H] [--port P] [--share]
+    python -m apps.translate --runtime onnx     # the export in exports/translate-spa-eng, without Keras
 
 With the default model folder, the other direction (`translate-eng-spa`) is offered too when it
 has been trained.
@@ -15,7 +16,7 @@ import gradio as gr
 from gradio.components.plot import PlotData
 
 from apps import common
-from models.translator import Translator
+from runtime.translation import TextTranslator
 
 DEFAULT_MODEL = os.path.join("saved_models", "translate-spa-eng")
 DIRECTIONS = {"spa-eng": "Spanish → English", "eng-spa": "English → Spanish"}
@@ -28,16 +29,26 @@ METRICS = [("BLEU (beam)", ("test", "beam 5", "bleu")), ("BLEU (greedy)", ("test
            ("chrF (beam)", ("test", "beam 5", "chrf")), ("training minutes", ("training", "minutes"))]
 
 
-def load(directory=DEFAULT_MODEL):
-    """`{direction: Translator or common.Unavailable}`: the model in `directory`, plus the other
-    direction's model when a `translate-<direction>` folder sits beside it."""
-    main = common.load_model(Translator.load, directory, TRAIN["spa-eng"])
-    direction = main.settings.get("direction", "spa-eng") if isinstance(main, Translator) else "spa-eng"
+def keras_loader():
+    from models.translator import Translator
+
+    return Translator.load
+
+
+def load(directory=None, runtime="keras"):
+    """`{direction: translator or common.Unavailable}`: the model in `directory` (default: the
+    default folder of `runtime`), plus the other direction's model when a `translate-<direction>`
+    folder sits beside it. A translator is a `models.Translator` or, with `runtime="onnx"`, the
+    `runtime.onnx.OnnxTranslator` of an export."""
+    directory = common.model_folder(directory, DEFAULT_MODEL, runtime)
+    loader = common.loader_of(runtime, keras_loader)
+    main = common.load_model(loader, directory, TRAIN["spa-eng"], runtime)
+    direction = main.settings.get("direction", "spa-eng") if isinstance(main, TextTranslator) else "spa-eng"
     models = {direction: main}
     for other in DIRECTIONS:
         sibling = os.path.join(os.path.dirname(os.path.normpath(directory)), f"translate-{other}")
         if other not in models and os.path.isdir(sibling):
-            models[other] = common.load_model(Translator.load, sibling, TRAIN[other])
+            models[other] = common.load_model(loader, sibling, TRAIN[other], runtime)
     return models
 
 
@@ -92,7 +103,7 @@ def make_handler(models):
 
 def render(models):
     """The Translate tab's components and events, inside the current Blocks."""
-    available = [d for d, m in models.items() if isinstance(m, Translator)]
+    available = [d for d, m in models.items() if isinstance(m, TextTranslator)]
     cards = [f"{DIRECTIONS[d]}: " + common.card_markdown(getattr(models[d], "card", {}), METRICS) for d in available]
     gr.Markdown("\n\n".join(cards) or "")
     missing = [m.message for m in models.values() if isinstance(m, common.Unavailable)]

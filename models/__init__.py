@@ -3,18 +3,19 @@
 Per task, the network (a Keras model taking one config dataclass) and the object that serves it:
 
 - translation: `models.seq2seq` (`Seq2SeqAttention`, `Seq2SeqConfig`, the masked loss), decoded by
-  `models.decoding` (greedy, beam search, n-best, `CompiledDecoding`), served by
-  `models.translator` (`Translator`: strings in, strings out) over the subword pieces of
-  `models.subwords` (`SubwordVocabulary`, keras_hub's SentencePiece tokenizer).
+  `runtime.search` (greedy, beam search, n-best) through `models.decoding` (`CompiledDecoding`),
+  served by `models.translator` (`Translator`: strings in, strings out) over the subword pieces
+  of `models.subwords` (`SubwordVocabulary`, keras_hub's SentencePiece tokenizer).
 - sentiment: `models.sentiment` (`SentimentNet`, `SentimentNetConfig`), served by
   `models.classifier` (`SentimentClassifier`: probabilities and explanations).
 - generation: `models.char_lm` (`CharLM`, `CharLMConfig`, `CharVocabulary`), served by
   `models.generator` (`CharGenerator`, sampling, streaming `Session`s).
 - gradient lab: `models.gradient_flow` (the adding and recall tasks and the gradient-norm probes).
 
-Shared: `models.config` (the config dataclasses' fields: defaults, help, `--quick` values),
-`models.text` (normalisation, tokenisation, `Vocabulary`, `TrueCaser`, `detokenize`, review text,
-text checks), `models.compiled` (`compile_function`, one compiled inference function per backend;
+What serves a network as text is Keras-free and lives in `runtime` (text, pieces, search,
+sampling, each task's text side), shared with the ONNX runtime; `models.export` names what each
+task exports. Shared here: `models.config` (the config dataclasses' fields: defaults, help,
+`--quick` values), `models.compiled` (`compile_function`, one compiled inference function per backend;
 `bucket`, padded lengths) and `models.artifacts` (saved-model folders: `model.keras`, JSON side
 files, `card.json`).
 

@@ -14,6 +14,7 @@ import datetime
 import json
 import os
 import platform
+import warnings
 import zipfile
 
 import keras
@@ -62,10 +63,26 @@ class PortableModel:
     CONFIG = None  # the model's config dataclass
 
     def get_build_config(self):
-        return {"input_shape": None}
+        config = {"input_shape": None}
+        mode = self.weight_quantization()
+        return {**config, "quantization": mode} if mode else config
 
     def build_from_config(self, config):
         self.build()
+        if config.get("quantization"):  # quantised weights are stored: quantise the built layers to match
+            self.quantize(config["quantization"])
+
+    def weight_quantization(self):
+        """The mode of Keras' `quantize` (`"int8"`, ...) applied to this model, or `None`."""
+        modes = {getattr(layer, "quantization_mode", None) for layer in self._flatten_layers(include_self=False)}
+        return next(iter(modes - {None}), None)
+
+    def quantize(self, mode, **kwargs):
+        """Keras' `quantize` (its `Dense` and `Embedding` layers; our recurrent cells keep float32
+        weights), without a warning for each layer it leaves as it is."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*does not have a `quantize` method", category=UserWarning)
+            super().quantize(mode, **kwargs)
 
     def get_config(self):
         config = super().get_config()

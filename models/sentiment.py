@@ -66,6 +66,7 @@ class SentimentNet(artifacts.PortableModel, keras.Model):
         batch, time = input_shape[0], input_shape[1]
         self.embedding.build(input_shape)
         self.encoder.build((batch, time, self.config.embedding_dim))
+        self.pooling.build((batch, time, 2 * self.config.units))  # no weights; built so that `quantize` runs
         self.head.build((batch, 4 * self.config.units))
         self.built = True
 

@@ -42,6 +42,15 @@ class Seq2SeqConfig(Config):
 
 
 @keras.saving.register_keras_serializable(package="rnn_suite")
+def embedding_matrix(embedding):
+    """The float `(vocab, dim)` matrix of a Keras `Embedding`, also after `quantize("int8")` (or
+    "int4"), when `embeddings` holds the integer values and `embeddings_scale` one scale per row."""
+    matrix = embedding.embeddings
+    if embedding.quantization_mode in ("int8", "int4"):
+        matrix = ops.divide(ops.cast(matrix, embedding.compute_dtype), ops.expand_dims(embedding.embeddings_scale, -1))
+    return matrix
+
+
 class TiedOutput(keras.layers.Layer):
     """Logits from the target embedding matrix: `x (..., dim) @ E^T (dim, vocab) + b (vocab,)`."""
 
@@ -119,7 +128,7 @@ class Seq2SeqAttention(artifacts.PortableModel, keras.Model):
         context, weights = self.attention(queries, values, values_mask=mask, keys=keys)  # (batch, T, 2 units)
         attentional = self.combine(ops.concatenate([context, queries], axis=-1))  # (batch, T, embedding_dim)
         attentional = self.dropout(attentional, training=training)
-        return self.output_layer(attentional, self.target_embedding.embeddings), states, weights
+        return self.output_layer(attentional, embedding_matrix(self.target_embedding)), states, weights
 
     def decode_step(self, tokens, states, encoded):
         """`decode` for one token per sentence, `tokens (n,)`: `(logits (n, vocab), states,

@@ -29,6 +29,8 @@ from models.seq2seq import Seq2SeqAttention, Seq2SeqConfig
 from models.translator import Translator
 from runtime.text import TrueCaser, Vocabulary, tokenize
 
+from helpers import export_model
+
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = os.path.join(os.path.dirname(__file__), "screenshots")
 SPANISH = "¿dónde está la estación de tren ? me gustaría aprender a tocar el piano ."
@@ -203,6 +205,33 @@ def test_missing_model_says_how_to_train_one(tmp_path):
                             "Sentiment": sentiment_app.load(str(tmp_path / "no")),
                             "Generate": generate_app.load(str(tmp_path / "no"))})
     assert demo is not None  # the page still builds, each tab showing its message
+
+
+def test_onnx_runtime_serves_the_same_answers(model_dirs, tmp_path):
+    """`--runtime onnx`: the demos over the exports answer as over the saved models; a missing
+    export says how to make one."""
+    exports = tmp_path / "exports"
+    for name in ("translate-spa-eng", "sentiment-imdb", "generate-shakespeare"):
+        export_model(model_dirs / name, exports / name)
+    keras_models = {"Translate": translate_app.load(str(model_dirs / "translate-spa-eng")),
+                    "Sentiment": sentiment_app.load(str(model_dirs / "sentiment-imdb")),
+                    "Generate": generate_app.load(str(model_dirs / "generate-shakespeare"))}
+    onnx_models = {"Translate": translate_app.load(str(exports / "translate-spa-eng"), "onnx"),
+                   "Sentiment": sentiment_app.load(str(exports / "sentiment-imdb"), "onnx"),
+                   "Generate": generate_app.load(str(exports / "generate-shakespeare"), "onnx")}
+    assert type(onnx_models["Translate"]["spa-eng"]).__name__ == "OnnxTranslator"
+    for width in ("greedy", "beam search"):
+        ours, theirs = (translate_app.make_handler(m["Translate"])(SPANISH, "spa-eng", width, 3)
+                        for m in (keras_models, onnx_models))
+        assert theirs[0] == ours[0] and theirs[2] == ours[2]
+    ours, theirs = (sentiment_app.make_handlers(m["Sentiment"])[0]("a great film") for m in (keras_models, onnx_models))
+    assert abs(theirs[0]["positive"] - ours[0]["positive"]) < 1e-4
+    ours, theirs = (list(generate_app.make_handler(m["Generate"])("ROMEO:", 40, 0.8, 0, 1.0, 7))[-1]
+                    for m in (keras_models, onnx_models))
+    assert theirs == ours
+    assert all_demos.build(onnx_models, "onnx") is not None
+    missing = sentiment_app.load(str(tmp_path / "nowhere" / "sentiment-imdb"), "onnx")
+    assert "python -m trainers.export --model saved_models/sentiment-imdb" in missing.message
 
 
 def test_clean_text():

@@ -24,6 +24,8 @@ from runtime.text import CharVocabulary, TrueCaser, Vocabulary, tokenize
 from trainers import export as exporter
 from trainers.subwords import learn_pieces
 
+from helpers import export_model, export_under
+
 pytestmark = pytest.mark.slow
 
 BACKEND = keras.backend.backend()
@@ -70,26 +72,14 @@ def saved_models(folder):
     return paths
 
 
-def export_under(backend, model, out, *flags):
-    """`python -m trainers.export` in a fresh process on `backend`; returns the completed process."""
-    env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=os.getcwd())
-    return subprocess.run([sys.executable, "-m", "trainers.export", "--model", str(model), "--out", str(out), *flags],
-                          env=env, capture_output=True, text=True, timeout=600)
-
-
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """`{task: (saved folder, export folder)}`, exported on this backend (torch: under JAX)."""
     folder = tmp_path_factory.mktemp("export")
     result = {}
     for task, path in saved_models(folder).items():
-        out = folder / f"{task}-export"
-        if BACKEND == "torch":
-            process = export_under("jax", path, out)
-            assert process.returncode == 0, process.stderr[-2000:]
-        else:
-            exporter.export(str(path), str(out), formats=("onnx", "savedmodel") if task == "translation" else ("onnx",))
-        result[task] = (path, out)
+        formats = ("onnx", "savedmodel") if task == "translation" and BACKEND != "torch" else ("onnx",)
+        result[task] = (path, export_model(path, folder / f"{task}-export", formats))
     return result
 
 
@@ -103,7 +93,6 @@ def test_the_runtime_imports_no_framework():
 
 def test_subword_pieces_are_the_same_through_sentencepiece_and_keras_hub(exported):
     import runtime.subwords
-
     from models.subwords import vocabulary_from_json
 
     data = json.loads((exported["translation"][1] / "source_vocab.json").read_text())
@@ -221,3 +210,26 @@ def test_bad_exports_and_flags_get_one_line(exported, tmp_path):
 def test_torch_backend_refuses_to_export_with_the_way_out(exported, tmp_path):
     with pytest.raises(ValueError, match="KERAS_BACKEND=jax"):
         exporter.export(str(exported["sentiment"][0]), str(tmp_path / "out"))
+
+
+@pytest.mark.parametrize("task", ["translation", "generation", "sentiment"])
+def test_keras_int8_quantize_serves_saves_and_loads(exported, task, tmp_path):
+    """Keras' own `quantize("int8")` (its Dense and Embedding layers): the quantised network stays
+    near the float one (the tied output reads the dequantised embedding), and its folder loads
+    again with the quantised layers."""
+    loader = {"translation": Translator, "generation": CharGenerator, "sentiment": SentimentClassifier}[task]
+    servable = loader.load(exported[task][0])
+    model = servable.model
+    if task == "translation":
+        inputs = (np.array([[5, 6, 7, 0], [8, 9, 10, 11]], "int32"), np.array([[2, 5, 6], [2, 7, 8]], "int32"))
+    else:
+        inputs = np.array([[3, 4, 5, 6, 0], [7, 8, 9, 1, 2]], "int32")
+    before = keras.ops.convert_to_numpy(model(inputs))
+    model.quantize("int8")
+    after = keras.ops.convert_to_numpy(model(inputs))
+    assert model.weight_quantization() == "int8"
+    assert np.abs(after - before).max() <= 0.05 * max(1.0, np.abs(before).max())
+    folder = servable.save(tmp_path / "int8", card={})
+    again = loader.load(folder)
+    assert again.model.weight_quantization() == "int8"
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(again.model(inputs)), after, atol=1e-6)
