@@ -78,7 +78,8 @@ def exported(tmp_path_factory):
     folder = tmp_path_factory.mktemp("export")
     result = {}
     for task, path in saved_models(folder).items():
-        formats = ("onnx", "savedmodel") if task == "translation" and BACKEND != "torch" else ("onnx",)
+        formats = ("onnx", "keras-int8", "savedmodel") if BACKEND != "torch" else ("onnx", "keras-int8")
+        formats = formats if task == "translation" else ("onnx",)
         result[task] = (path, export_model(path, folder / f"{task}-export", formats))
     return result
 
@@ -173,6 +174,8 @@ def test_export_folder_records_what_the_runtime_needs(exported):
     assert set(manifest["endpoints"]) == {"encode", "decode_step"}
     assert [i["name"] for i in manifest["endpoints"]["decode_step"]["inputs"]] == [
         "tokens", "values", "keys", "mask", "state_0", "state_1"]
+    quantized = Translator.load(exported["translation"][1] / "keras-int8")  # Keras' int8, as a saved model
+    assert quantized.model.weight_quantization() == "int8" and isinstance(quantized("Tom es libre.").text, str)
     sizes = {p.name: p.stat().st_size for p in (exported["generation"][1]).glob("*.onnx")}
     small = {p.name: p.stat().st_size for p in (exported["generation"][1] / "int8").glob("*.onnx")}
     assert set(sizes) == set(small) == {"run.onnx", "step.onnx"}

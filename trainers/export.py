@@ -8,8 +8,9 @@ The folder it writes holds, for each function the task needs (`models.export`: t
 decoder step, the classifier, the prompt reader and one character step), `<name>.onnx` and
 `int8/<name>.onnx`, with the vocabularies, settings and card of the saved model and `export.json`
 (what each graph takes and returns). `runtime` serves it with NumPy and ONNX Runtime alone, with
-the same Python API as `models/`. `--format savedmodel` adds `saved_model/` (TF Serving), whose
-signatures are the same functions.
+the same Python API as `models/`. `keras-int8/` is the saved model quantised by Keras' own
+`quantize("int8")`, a saved-model folder that `models/` loads. `--format savedmodel` adds
+`saved_model/` (TF Serving), whose signatures are the same functions.
 
 It runs on the JAX (default here) or TensorFlow backend: the saved model is the same file on every
 backend, and torch cannot trace a recurrent layer for every length (`models.export`).
@@ -39,7 +40,7 @@ from models.translator import Translator  # noqa: E402
 from runtime import files  # noqa: E402
 from runtime.onnx import EXPORT_FILE, FORMAT_VERSION  # noqa: E402
 
-FORMATS = ("onnx", "savedmodel")
+FORMATS = ("onnx", "keras-int8", "savedmodel")
 # task of the saved model's class -> (servable, endpoints of its network)
 TASKS = {"translation": (Translator, lambda s: translation_endpoints(s.model)),
          "sentiment classification": (SentimentClassifier, lambda s: classification_endpoints(s.model)),
@@ -50,8 +51,10 @@ def build_parser():
     p = cli.Parser(prog="python -m trainers.export", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="the saved-model folder to export (saved_models/NAME)")
     p.add_argument("--out", help="the folder to write (default exports/NAME)")
-    p.add_argument("--format", nargs="+", choices=FORMATS, default=["onnx"],
-                   help="onnx (default; with int8 versions) and/or savedmodel (TensorFlow Serving)")
+    p.add_argument("--format", nargs="+", choices=FORMATS, default=["onnx", "keras-int8"],
+                   help="onnx (with int8 versions), keras-int8 (a saved-model folder quantised by Keras' "
+                        "quantize('int8'), served by models/), savedmodel (TensorFlow Serving); "
+                        "default: onnx keras-int8")
     p.add_argument("--int8", action=cli.argparse.BooleanOptionalAction, default=True,
                    help="also write int8 ONNX graphs (ONNX Runtime dynamic quantisation of the weights; default on)")
     return p
@@ -72,7 +75,7 @@ def load_servable(directory):
     return TASKS[task][0].load(directory), task
 
 
-def export(directory, out, formats=("onnx",), int8=True):
+def export(directory, out, formats=("onnx", "keras-int8"), int8=True):
     """Export the saved model in `directory` to the folder `out` (replacing an earlier export there);
     returns the manifest. The files are written to a temporary folder first, so that a failed
     export leaves nothing half-made."""
@@ -100,7 +103,8 @@ def write_export(servable, task, directory, out, formats, int8):
     manifest = {"format_version": FORMAT_VERSION, "task": task, "model": os.path.abspath(directory),
                 "exported_with": {"backend": keras.backend.backend(), "keras": keras.__version__},
                 "config": servable.model.config.to_dict(), "endpoints": {e.name: e.manifest() for e in endpoints},
-                "side_files": list(servable.SIDE_FILES), "onnx": False, "int8": False, "saved_model": None}
+                "side_files": list(servable.SIDE_FILES), "onnx": False, "int8": False, "saved_model": None,
+                "keras_int8": None}
     for name in [*servable.SIDE_FILES, artifacts.CARD_FILE]:
         if os.path.exists(os.path.join(directory, name)):
             shutil.copy(os.path.join(directory, name), out)
@@ -116,6 +120,13 @@ def write_export(servable, task, directory, out, formats, int8):
     if "savedmodel" in formats:
         manifest["saved_model"] = write_saved_model(endpoints, os.path.join(out, "saved_model"))
         print(f"saved_model/: signatures {', '.join(manifest['saved_model'])}")
+    if "keras-int8" in formats:
+        servable.model.quantize("int8")  # last: the graphs above are of the float32 model
+        card = {**getattr(servable, "card", {}), "quantized": "int8 weights of Dense and Embedding layers "
+                                                            "(Keras quantize('int8')) by python -m trainers.export"}
+        servable.save(os.path.join(out, "keras-int8"), card)
+        manifest["keras_int8"] = "keras-int8"
+        print(f"keras-int8/: {os.path.getsize(os.path.join(out, 'keras-int8', artifacts.MODEL_FILE)) / 1e6:.1f} MB")
     files.write_json(os.path.join(out, EXPORT_FILE), manifest)
     return manifest
 
