@@ -43,7 +43,8 @@ class TranslateConfig(Seq2SeqConfig):
     """Every setting of a translation run: the network's (`Seq2SeqConfig`), then these.
 
     Defaults sized by measurement on a 2-core CPU with KERAS_BACKEND=jax so that the run fits in
-    an hour with the data and the scoring (benchmarks/RESULTS.md, "Translation"). The target side
+    an hour with the data and the scoring: 12 epochs of about 4 minutes, 53 minutes in all
+    (benchmarks/RESULTS.md, "Translation: choosing the defaults"). The target side
     has fewer pieces than the source: the output softmax is most of a training step's work (4,000
     target pieces train 17% faster than 6,838), and smaller subword vocabularies suit a corpus of
     this size (Sennrich & Zhang, 2019).
@@ -69,7 +70,7 @@ class TranslateConfig(Seq2SeqConfig):
     average_weights: bool = setting(
         True, f"average the weights over the last {'/'.join(str(round(t * 100)) for t in AVERAGED_TAILS)}% of "
               "training (trainers/averaging.py) and keep the checkpoint or mean with the lowest validation loss")
-    epochs: int = training_setting("epochs", 10, quick=3)
+    epochs: int = training_setting("epochs", 12, quick=3)
     batch_size: int = training_setting("batch_size", 64, quick=32)
     learning_rate: float = training_setting("learning_rate", 2e-3, quick=5e-3)
     clipnorm: float = training_setting("clipnorm", 1.0)
