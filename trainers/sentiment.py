@@ -27,7 +27,6 @@ from models.config import setting
 from models.sentiment import SentimentNet, SentimentNetConfig
 from runtime.text import Vocabulary, review_tokens, truncate
 from trainers import data, word_vectors
-from trainers.averaging import TailWeightAverage, choose_average
 from trainers.batching import LengthBatches, pad
 from trainers.training import TrainingRun, data_parallel_setting, precision_setting, training_setting
 
@@ -237,20 +236,18 @@ def train(config, args):
           f"reviews truncated to {config.max_length} words")
     vectors, vector_seconds = initial_embedding(config, vocabulary, train_tokens, corpus.get("unlabelled", []))
 
-    averager = TailWeightAverage(config.epochs * len(train_data), fractions=(0.5,)) if config.average_weights else None
     model = run.fit(lambda: build_model(config, vectors), train_data, val_data,
                     keras.losses.BinaryCrossentropy(from_logits=True),
-                    [keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")], [averager] if averager else [])
-    averaging = choose_average(model, averager, val_data) if averager else "off"
+                    [keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")],
+                    average_tails=(0.5,) if config.average_weights else ())
     classifier = SentimentClassifier(model, vocabulary)
     result = metrics(splits["test"][1], classifier.predict(splits["test"][0], batch_size=128))
     print_metrics("test", result)
-    run.save(classifier, run.card(model, **card_entries(config, corpus, splits, vocabulary, vector_seconds,
-                                                         averaging, result)))
+    run.save(classifier, run.card(model, **card_entries(config, corpus, splits, vocabulary, vector_seconds, result)))
     return 0
 
 
-def card_entries(config, corpus, splits, vocabulary, vector_seconds, averaging, result):
+def card_entries(config, corpus, splits, vocabulary, vector_seconds, result):
     """What the card says of this task besides the shared entries (`TrainingRun.card`)."""
     films = splits["train"][2]
     return {"task": "sentiment classification (positive / negative movie reviews)",
@@ -264,7 +261,7 @@ def card_entries(config, corpus, splits, vocabulary, vector_seconds, averaging, 
             "embedding_init": ({"method": word_vectors.METHOD, "reviews": "training split + unlabelled",
                                 "seconds": round(vector_seconds, 1)} if config.embedding_init == "ppmi" else "random"),
             "explanation": "integrated gradients on the word embeddings (zero baseline), scores in logits",
-            "weight_average": averaging, "test": result}
+            "test": result}
 
 
 def main(argv=None):

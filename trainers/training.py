@@ -15,6 +15,7 @@ import keras
 
 from models.config import setting
 from trainers import devices
+from trainers.averaging import TailWeightAverage, choose_average
 from trainers.batching import fit_input
 from trainers.checkpoints import RunCheckpoints
 
@@ -76,17 +77,21 @@ class TrainingRun:
         keras.utils.set_random_seed(config.seed)
         flush_denormals()
         self.started = time.time()
-        self.hardware, self.fit_seconds = None, 0.0
+        self.hardware, self.fit_seconds, self.averaging = None, 0.0, "off"
 
-    def fit(self, build_model, train_data, validation_data, loss, metrics=(), callbacks=()):
+    def fit(self, build_model, train_data, validation_data, loss, metrics=(), callbacks=(), average_tails=()):
         """Train the model `build_model()` returns (built: `BackupAndRestore` needs its weights)
         and return it with the weights of its best validation loss.
 
         The model is made and compiled inside the devices' scope (`--data-parallel` on
         TensorFlow); Adam's learning rate follows a cosine decay to 5% over the planned epochs,
-        so the last epochs refine instead of bouncing.
+        so the last epochs refine instead of bouncing. With `average_tails` (shares of the last
+        steps, `trainers.averaging`), the mean weights of each tail are tried against the best
+        checkpoint, and whichever has the lowest validation loss is kept (the card records it).
         """
         c = self.config
+        averager = TailWeightAverage(c.epochs * len(train_data), average_tails) if average_tails else None
+        callbacks = [*callbacks, averager] if averager else list(callbacks)
         scope, self.hardware = devices.setup(c)
         with scope:
             model = build_model()
@@ -100,13 +105,16 @@ class TrainingRun:
                   callbacks=self.checkpoints.callbacks(c.patience) + list(callbacks), verbose=1)
         self.fit_seconds = time.time() - start
         self.checkpoints.restore_best(model)
+        if averager:
+            self.averaging = choose_average(model, averager, validation_data)
         return model
 
     def card(self, model, /, **entries):
         """The model card: the task's `entries`, then the settings, hardware, parameter count and
         the record of the training (over every session of a resumed run)."""
         return {**entries, "settings": self.config.to_dict(), "hardware": self.hardware,
-                "parameters": int(model.count_params()), "training": self.checkpoints.record()}
+                "parameters": int(model.count_params()), "training": self.checkpoints.record(),
+                "weight_average": self.averaging}
 
     def save(self, servable, card):
         """Save the trained model with its side files and `card`, then drop the checkpoints."""

@@ -28,7 +28,6 @@ from models.seq2seq import Seq2SeqAttention, Seq2SeqConfig, masked_accuracy, smo
 from runtime.text import TrueCaser, Vocabulary, tokenize
 from models.translator import Translator
 from trainers import data
-from trainers.averaging import TailWeightAverage, choose_average
 from trainers.batching import LengthBatches, pad
 from trainers.subwords import learn_pieces
 from trainers.training import TrainingRun, data_parallel_setting, precision_setting, training_setting
@@ -43,7 +42,8 @@ class TranslateConfig(Seq2SeqConfig):
     """Every setting of a translation run: the network's (`Seq2SeqConfig`), then these.
 
     Defaults sized by measurement on a 2-core CPU with KERAS_BACKEND=jax so that the run fits in
-    an hour with the data and the scoring (benchmarks/RESULTS.md, "Translation"). The target side
+    an hour with the data and the scoring: 12 epochs of about 4 minutes, 53 minutes in all
+    (benchmarks/RESULTS.md, "Translation: choosing the defaults"). The target side
     has fewer pieces than the source: the output softmax is most of a training step's work (4,000
     target pieces train 17% faster than 6,838), and smaller subword vocabularies suit a corpus of
     this size (Sennrich & Zhang, 2019).
@@ -69,7 +69,7 @@ class TranslateConfig(Seq2SeqConfig):
     average_weights: bool = setting(
         True, f"average the weights over the last {'/'.join(str(round(t * 100)) for t in AVERAGED_TAILS)}% of "
               "training (trainers/averaging.py) and keep the checkpoint or mean with the lowest validation loss")
-    epochs: int = training_setting("epochs", 10, quick=3)
+    epochs: int = training_setting("epochs", 12, quick=3)
     batch_size: int = training_setting("batch_size", 64, quick=32)
     learning_rate: float = training_setting("learning_rate", 2e-3, quick=5e-3)
     clipnorm: float = training_setting("clipnorm", 1.0)
@@ -265,10 +265,9 @@ def train(config, args):
     print(f"vocabularies ({config.tokenizer}): source {len(source_vocab)}, target {len(target_vocab)}; "
           f"{len(train_data)} training batches of {config.batch_size}")
 
-    averager = TailWeightAverage(config.epochs * len(train_data), AVERAGED_TAILS) if config.average_weights else None
     model = run.fit(lambda: Seq2SeqAttention(config), train_data, validation_data,
-                    smoothed_masked_loss(config.label_smoothing), [masked_accuracy], [averager] if averager else [])
-    averaging = choose_average(model, averager, validation_data) if averager else "off"
+                    smoothed_masked_loss(config.label_smoothing), [masked_accuracy],
+                    average_tails=AVERAGED_TAILS if config.average_weights else ())
     translator = Translator(model, source_vocab, target_vocab, TrueCaser.build(t for _, t in train_pairs),
                             translator_settings(config))
     tuning = choose_length_penalty(translator, config, validation_pairs)
@@ -276,12 +275,11 @@ def train(config, args):
     subsets = novel_word_subsets(train_pairs, sources)
     results, hypotheses = score_widths(translator, sources, streams, config.beam_width, subsets=subsets)
     report("test", results, sources, streams, hypotheses, args.show)
-    run.save(translator, run.card(model, **card_entries(config, corpus, sizes, translator, tuning, averaging,
-                                                        results)))
+    run.save(translator, run.card(model, **card_entries(config, corpus, sizes, translator, tuning, results)))
     return 0
 
 
-def card_entries(config, corpus, sizes, translator, tuning, averaging, results):
+def card_entries(config, corpus, sizes, translator, tuning, results):
     """What the card says of this task besides the shared entries (`TrainingRun.card`)."""
     return {"task": f"translation {config.direction}",
             "model": "Seq2SeqAttention: embedding + bidirectional encoder, decoder with Bahdanau attention",
@@ -291,7 +289,7 @@ def card_entries(config, corpus, sizes, translator, tuning, averaging, results):
             "vocabulary": {"kind": config.tokenizer, "source": len(translator.source_vocab),
                            "target": len(translator.target_vocab)},
             "length_penalty": {"alpha": translator.settings["length_penalty"], "validation_bleu_by_alpha": tuning},
-            "weight_average": averaging, "test": results}
+            "test": results}
 
 
 def build_vocabulary(config, sentences, size):
