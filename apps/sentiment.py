@@ -83,12 +83,13 @@ def render(classifier):
         with gr.Column():
             label = gr.Label(label="Sentiment", num_top_classes=2)
             notice = gr.Markdown(elem_classes="notice")
-    explains = hasattr(classifier, "explain")  # an ONNX export has no gradients
+    explains = classifier.explains  # an ONNX export made on TensorFlow has no gradient graph
     if explains:
         words = gr.HighlightedText(label="Why: each word's push towards positive (red) or negative (blue), "
                                          "by integrated gradients", show_legend=False, combine_adjacent=False)
     else:
-        gr.Markdown("Per-word explanations need gradients: start the demo with `--runtime keras` to see them.")
+        gr.Markdown("Per-word explanations need the gradient graph, which an export made on TensorFlow lacks: "
+                    "export the model with `KERAS_BACKEND=jax`, or start the demo with `--runtime keras`.")
     gr.Examples(EXAMPLES, inputs=[review])
     classify, explain = make_handlers(classifier)
     for trigger in (button.click, review.submit):

@@ -11,6 +11,9 @@ Exporters, by backend:
 - JAX: jax2onnx directly. Keras' JAX path gives every unknown dimension its own name, so the
   source length of the values and of the mask are two different symbols and the attention
   cannot broadcast them; here the dimensions are named (`batch`, `source`, ...) and shared.
+- The gradient graph of integrated gradients (`logit_gradients`) is written from JAX only: tf2onnx
+  cannot freeze the gradient of a TensorFlow while loop. An export made on TensorFlow serves
+  everything but `explain`, and says so.
 - PyTorch: refused with a message. Keras' torch path traces the model, and tracing a recurrent
   layer (a Python loop over the time steps on torch) records the loop unrolled for the example's
   length, so a graph for every length would be needed. The saved model is the same file on every
@@ -38,6 +41,7 @@ class Endpoint:
             (`"batch"`, `"source"`), one name per dimension shared by every input that has it.
         outputs: the names of `fn`'s results, in order.
         model: the Keras model whose weights `fn` reads.
+        backends: the backends whose exporter writes it.
     """
 
     name: str
@@ -45,6 +49,7 @@ class Endpoint:
     inputs: list
     outputs: list
     model: object
+    backends: tuple = EXPORT_BACKENDS
 
     def manifest(self):
         """The endpoint as `export.json` records it (the runtime feeds and reads by position)."""
@@ -78,13 +83,26 @@ def translation_endpoints(model):
 
 
 def classification_endpoints(model):
-    """`probabilities` of a `SentimentNet`: ids `(batch, time)` -> `(batch,)` positive probability."""
+    """`probabilities` of a `SentimentNet` (ids `(batch, time)` -> `(batch,)` positive probability)
+    and what integrated gradients need (`runtime.classification.TextClassifier.explain`): `embed`,
+    `embedded_logits` and `logit_gradients`."""
+    dim = model.config.embedding_dim
+    embedded = [("points", ("n", "time", dim), "float32"), ("mask", ("n", "time"), "bool")]
 
     def probabilities(ids):
         return (ops.sigmoid(ops.reshape(model(ids, training=False), (-1,))),)
 
-    return [Endpoint("probabilities", probabilities, [("ids", ("batch", "time"), "int32")], ["probabilities"],
-                     model)]
+    return [
+        Endpoint("probabilities", probabilities, [("ids", ("batch", "time"), "int32")], ["probabilities"], model),
+        Endpoint("embed", lambda ids: (model.embedding(ids),), [("ids", ("batch", "time"), "int32")],
+                 ["embedded"], model),
+        Endpoint("embedded_logits", lambda points, mask: (ops.reshape(model.call_embedded(points, mask), (-1,)),),
+                 embedded, ["logits"], model),
+        # tf2onnx cannot freeze the gradient of a TensorFlow while loop (its variables come back as
+        # floats where resources are expected); JAX writes the gradient as plain scans.
+        Endpoint("logit_gradients", lambda points, mask: (model.logit_gradients(points, mask),), embedded,
+                 ["gradients"], model, backends=("jax",)),
+    ]
 
 
 def generation_endpoints(model):
@@ -135,17 +153,68 @@ def write_onnx(endpoint, path):
     """Write `endpoint` as an ONNX graph at `path` (float32 weights inside, no outside data)."""
     check_backend()
     if keras.backend.backend() == "jax":
-        import jax
         import jax2onnx
         import onnx
 
-        shapes = [jax.ShapeDtypeStruct(tuple(shape), np.dtype(dtype)) for _, shape, dtype in endpoint.inputs]
         logging.getLogger("onnx_ir.serde").setLevel(logging.ERROR)  # notes on symbolic shapes, not problems
-        graph = jax2onnx.to_onnx(lambda *args: endpoint.fn(*args), inputs=shapes, return_mode="proto",
-                                 input_names=[n for n, _, _ in endpoint.inputs], output_names=list(endpoint.outputs))
+        shapes, program = _traced(endpoint)
+        graph = jax2onnx.to_onnx(lambda *args: _eval_with_forward_scans(program, *args), inputs=shapes,
+                                 return_mode="proto", input_names=[n for n, _, _ in endpoint.inputs],
+                                 output_names=list(endpoint.outputs))
         onnx.save_model(graph, str(path), save_as_external_data=False)  # one file: weights inside (< 2 GB)
         return path
     signature = [keras.InputSpec(shape=tuple(d if isinstance(d, int) else None for d in shape), dtype=dtype, name=n)
                  for n, shape, dtype in endpoint.inputs]
     _Graph(endpoint).export(str(path), format="onnx", input_signature=signature, verbose=False)
     return path
+
+
+def _traced(endpoint):
+    """`(input shapes, jaxpr)` of `endpoint.fn`, traced by JAX itself with the varying dimensions
+    named and shared (one symbolic scope).
+
+    Tracing before jax2onnx, whose own tracing swaps `jax.numpy` functions for its primitives, keeps
+    gradients exportable: those primitives do not broadcast under `jax.grad` (a Dense bias add fails).
+    """
+    import jax
+    from jax import export as jax_export
+
+    names = list(dict.fromkeys(d for _, shape, _ in endpoint.inputs for d in shape if isinstance(d, str)))
+    symbols = dict(zip(names, jax_export.symbolic_shape(", ".join(names)))) if names else {}
+    shapes = [jax.ShapeDtypeStruct(tuple(symbols.get(d, d) for d in shape), np.dtype(dtype))
+              for _, shape, dtype in endpoint.inputs]
+    return shapes, jax.make_jaxpr(lambda *args: tuple(endpoint.fn(*args)))(*shapes)
+
+
+def _eval_with_forward_scans(program, *args):
+    """Evaluate the closed jaxpr `program` on `args`, running every reverse scan (the backward pass
+    of a recurrent layer) as a forward scan over the flipped sequences: jax2onnx converts forward
+    scans only. Every other equation is bound as it is."""
+    import jax
+    from jax.extend import core
+
+    env = dict(zip(program.jaxpr.constvars, program.consts))
+    env.update(zip(program.jaxpr.invars, args))
+
+    def read(atom):
+        return atom.val if isinstance(atom, core.Literal) else env[atom]
+
+    for eqn in program.jaxpr.eqns:
+        values, params = [read(v) for v in eqn.invars], eqn.params
+        if eqn.primitive.name == "scan":
+            consts, carry = values[: params["num_consts"]], values[params["num_consts"] :][: params["num_carry"]]
+            xs = values[params["num_consts"] + params["num_carry"] :]
+            flip = params["reverse"]
+
+            def body(carry, x, consts=consts, body=params["jaxpr"], num_carry=params["num_carry"]):
+                out = _eval_with_forward_scans(body, *consts, *carry, *x)
+                return tuple(out[:num_carry]), tuple(out[num_carry:])
+
+            xs = tuple(jax.numpy.flip(x, 0) if flip else x for x in xs)
+            carry, ys = jax.lax.scan(body, tuple(carry), xs, length=None if xs else params["length"])
+            outs = [*carry, *(jax.numpy.flip(y, 0) if flip else y for y in ys)]
+        else:
+            outs = eqn.primitive.bind(*values, **eqn.primitive.get_bind_params(params))
+            outs = outs if eqn.primitive.multiple_results else [outs]
+        env.update(zip(eqn.outvars, outs))
+    return [read(v) for v in program.jaxpr.outvars]

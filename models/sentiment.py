@@ -4,7 +4,8 @@
       -> masked mean+max pooling -> Dropout -> Dense(1): the logit of "positive"
 
 `call_embedded` is the network from the embeddings on, written once: `call` (training and
-prediction) and the integrated-gradients explanations of `models.classifier` both run it.
+prediction) and the integrated-gradients explanations (`runtime.classification`, through
+`logit_gradients`) both run it, in Keras or exported.
 """
 
 import dataclasses
@@ -80,3 +81,12 @@ class SentimentNet(artifacts.PortableModel, keras.Model):
         h = self.encoder(embedded, mask=mask, training=training)  # (batch, time, 2 units)
         pooled = self.dropout(self.pooling(h, mask=mask), training=training)  # (batch, 4 units)
         return self.head(pooled)  # (batch, 1)
+
+    def logit_gradients(self, points, mask):
+        """Gradients `(n, time, embedding_dim)` of the logits with respect to embeddings `points (n,
+        time, embedding_dim)` under a `(n, time)` mask (integrated gradients sum them on a path)."""
+
+        def total_logit(points):  # each logit depends on its own row only: one gradient for all
+            return ops.sum(self.call_embedded(points, mask, training=False))
+
+        return layers.value_and_grad(total_logit, points)[1][0]

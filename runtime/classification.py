@@ -1,24 +1,44 @@
-"""Movie-review sentiment with text in and probabilities out, over any classifier of token ids
-(`TextClassifier`): the Keras `SentimentNet` (`models.classifier.SentimentClassifier`, which also
-explains its decisions) or its ONNX export (`runtime.onnx.OnnxClassifier`).
+"""Movie-review sentiment with text in and probabilities and explanations out, over any classifier
+of token ids (`TextClassifier`): the Keras `SentimentNet` (`models.classifier.SentimentClassifier`)
+or its ONNX export (`runtime.onnx.OnnxClassifier`).
+
+`explain(text)` gives each word's contribution by integrated gradients (Sundararajan et al., 2017):
+the logit's gradient with respect to the word embeddings, averaged along the straight path from an
+all-padding input (zero embeddings) to the review, times the embedding. The contributions add up to
+`logit(review) - logit(empty input)`, so a word's score is its share of the decision in logit
+units: positive pushes towards "positive".
 
 A review in which no word is in the vocabulary (Chinese, emoji, ...) still gets a probability,
-but it is a guess from unknown-word tokens: `predict` warns (`UnknownTextWarning`) and `notice`
-says so.
+but it is a guess from unknown-word tokens: `predict` warns (`UnknownTextWarning`), `explain` and
+`notice` say so.
 """
 
 import warnings
 
 import numpy as np
 
-from runtime.text import RESERVED, UnknownTextWarning, bucket, check_text, review_words, text_list, truncate
+from runtime.text import (
+    RESERVED,
+    UnknownTextWarning,
+    Vocabulary,
+    bucket,
+    check_text,
+    review_words,
+    text_list,
+    truncate,
+)
 
 PAD_MULTIPLE = 32  # reviews are padded to a multiple of this many words: few shapes to compile
 
 
 class TextClassifier:
-    """Reviews in, probabilities out. A subclass gives the model: `probabilities(ids (batch, time)
-    int32) -> (batch,)` NumPy probabilities that each review is positive.
+    """Reviews in, probabilities and explanations out. A subclass gives the model, as NumPy in and out:
+
+    - `probabilities(ids (batch, time) int32) -> (batch,)`: that each review is positive;
+    - for `explain` (`explains` says whether it can): `embed(ids) -> (batch, time, dim)` word
+      embeddings, `embedded_logits(points (n, time, dim), mask (n, time)) -> (n,)` logits of
+      embedded reviews, and `logit_gradients(points, mask) -> (n, time, dim)` the gradients of
+      those logits with respect to `points`.
 
     Args:
         vocabulary: the `Vocabulary` the model was trained with.
@@ -71,6 +91,62 @@ class TextClassifier:
                           "vocabulary: their probabilities are guesses, not readings of them", UnknownTextWarning,
                           stacklevel=2)
         return np.concatenate(probabilities).astype("float32")
+
+    explains = True
+
+    def explain(self, text, steps=32, max_steps=1024, tolerance=0.05):
+        """Each word's contribution to the decision, by integrated gradients.
+
+        The path integral is a midpoint sum over `steps` points; where the scores do not add up to
+        `logit - baseline_logit` within `tolerance` (relative, at least 0.05 logits) the number of
+        points doubles, up to `max_steps` (a trained network can have steep stretches on the path).
+
+        Args:
+            text: one review.
+            steps: first number of points on the path from the empty input to the review.
+
+        Returns:
+            dict with `words` (the display words the model read, after truncation), `scores`
+            (contribution of each word to the logit; positive = towards "positive"), `logit` and
+            `probability` of the review, `baseline_logit` of the empty input (zero embeddings),
+            `steps` used, `completeness_error` = `sum(scores) - (logit - baseline_logit)`,
+            `unknown_words` (the words read as `[UNK]`, once each) and `notice` (`None`, or why the
+            probability means little; it is also given as an `UnknownTextWarning`).
+        """
+        words = self._words(text)
+        kept = truncate(list(range(len(words))), self.max_length)
+        words = [words[i] for i in kept]
+        ids = np.asarray([self.vocabulary.encode([w.lower() for w in words])], dtype="int32")
+        embedded = np.asarray(self.embed(ids), "float32")[0]  # (time, embedding_dim)
+        width = bucket(len(words), PAD_MULTIPLE)  # padded (and masked) to few shapes for the compiled calls
+        embedded = np.pad(embedded, ((0, width - len(words)), (0, 0)))
+        mask = np.arange(width) < len(words)  # (width,)
+        ends = np.stack([embedded, np.zeros_like(embedded)])  # the review and the baseline
+        logit, baseline_logit = np.asarray(self.embedded_logits(ends, np.stack([mask, mask])), "float64").tolist()
+        unknown = [w for w, i in zip(words, ids[0]) if i == Vocabulary.unk_id]
+        notice = None if self._reads_a_word(ids)[0] else self.NO_KNOWN_WORD
+        if notice:
+            warnings.warn(f"explain(): {notice}", UnknownTextWarning, stacklevel=2)
+        target = logit - baseline_logit
+        while True:
+            scores = self._path_integral(embedded, mask, steps)[: len(words)]
+            error = float(scores.sum()) - target
+            if abs(error) <= tolerance * max(1.0, abs(target)) or steps >= max_steps:
+                break
+            steps *= 2
+        return {"words": words, "scores": scores.tolist(), "logit": logit,
+                "probability": 1.0 / (1.0 + np.exp(-logit)), "baseline_logit": baseline_logit,
+                "steps": steps, "completeness_error": error, "unknown_words": list(dict.fromkeys(unknown)),
+                "notice": notice}
+
+    def _path_integral(self, embedded, mask, steps, chunk=128):
+        """Integrated gradients of the logit, `(time,)`, over `steps` midpoints from zero."""
+        alphas = (np.arange(steps, dtype="float32") + 0.5) / steps  # midpoint rule on [0, 1]
+        gradient_sum = np.zeros_like(embedded)
+        for start in range(0, steps, chunk):
+            points = alphas[start : start + chunk, None, None] * embedded[None]  # (n, time, dim)
+            gradient_sum += np.asarray(self.logit_gradients(points, np.broadcast_to(mask, points.shape[:2]))).sum(0)
+        return (gradient_sum / steps * embedded).sum(-1).astype("float64")  # (time,)
 
     def notice(self, text):
         """`None`, or why the probability of review `text` means little: none of its words (after

@@ -8,8 +8,9 @@ SentencePiece only.
 
 - `OnnxTranslator` (`runtime.translation.TextTranslator`): greedy and beam search of
   `runtime.search` over the `encode` and `decode_step` graphs.
-- `OnnxClassifier` (`runtime.classification.TextClassifier`): `predict`, `notice`. Not
-  `explain`: integrated gradients need the gradient of the network, which the graph does not hold.
+- `OnnxClassifier` (`runtime.classification.TextClassifier`): `predict`, `notice`, and `explain`
+  (integrated gradients) over the `embed`, `embedded_logits` and `logit_gradients` graphs (an
+  export made on TensorFlow has no gradient graph: `explains` is then False).
 - `OnnxGenerator` (`runtime.sampling.TextGenerator`): `start`, `stream`, `generate`, and
   `text_loss` (nats per character) over the `run` and `step` graphs.
 """
@@ -124,11 +125,27 @@ class OnnxClassifier(TextClassifier):
     def from_export(cls, export):
         classifier = cls(Vocabulary.from_json(export.sides["vocabulary.json"]), export.config["max_length"],
                          export.card)
-        classifier._graph = export.graphs["probabilities"]
+        classifier._graphs = export.graphs
+        classifier.explains = "logit_gradients" in export.graphs
         return classifier
 
+    def explain(self, text, *args, **kwargs):
+        if not self.explains:
+            raise files.ArtifactError("this export has no gradient graph (made on TensorFlow, whose ONNX exporter "
+                                      "cannot write it): export it with KERAS_BACKEND=jax for explanations")
+        return super().explain(text, *args, **kwargs)
+
     def probabilities(self, ids):
-        return self._graph(np.asarray(ids, np.int32))[0]
+        return self._graphs["probabilities"](np.asarray(ids, np.int32))[0]
+
+    def embed(self, ids):
+        return self._graphs["embed"](np.asarray(ids, np.int32))[0]
+
+    def embedded_logits(self, points, mask):
+        return self._graphs["embedded_logits"](np.asarray(points, np.float32), np.asarray(mask, bool))[0]
+
+    def logit_gradients(self, points, mask):
+        return self._graphs["logit_gradients"](np.asarray(points, np.float32), np.asarray(mask, bool))[0]
 
 
 class OnnxGenerator(TextGenerator):

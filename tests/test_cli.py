@@ -201,24 +201,31 @@ def declared_distributions():
 
 
 def test_every_third_party_import_of_the_suite_is_a_declared_dependency():
-    """A package that only arrives with an extra (scipy with jax) breaks a plain install."""
+    """A package that only arrives with an extra (scipy with jax) breaks a plain install: what a
+    module imports when it loads must be a dependency; a function may import an extra's package
+    (the backends, onnx for `trainers.export`) when it needs it."""
     project, _ = declared_distributions()
     required = {re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].lower().replace("_", "-") for r in project["dependencies"]}
+    extras = {re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].lower().replace("_", "-")
+              for name, extra in project["optional-dependencies"].items() if name != "all" for r in extra}
     providers = importlib.metadata.packages_distributions()
-    ours = {"layers", "models", "trainers", "apps", "benchmarks"}
+    ours = {"runtime", "layers", "models", "trainers", "apps", "benchmarks"}
     missing = set()
-    for package in ("layers", "models", "trainers", "apps"):  # what `pip install rnn-suite` must run
+    for package in ("runtime", "layers", "models", "trainers", "apps"):  # what `pip install rnn-suite` must run
         for path in (ROOT / package).glob("*.py"):
-            for node in ast.walk(ast.parse(path.read_text())):
+            tree = ast.parse(path.read_text())
+            lazy = {id(node) for function in ast.walk(tree) if isinstance(function, ast.FunctionDef)
+                    for node in ast.walk(function)}
+            for node in ast.walk(tree):
                 absolute_from = isinstance(node, ast.ImportFrom) and node.module and not node.level
                 names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                          else [node.module] if absolute_from else [])
                 for name in names:
                     top = name.split(".")[0]
-                    if top in ours or top in sys.stdlib_module_names or top in ("jax", "torch"):  # backends: extras
+                    if top in ours or top in sys.stdlib_module_names:
                         continue
                     distributions = {d.lower().replace("_", "-") for d in providers.get(top, [top])}
-                    if not distributions & required:
+                    if not distributions & (required | extras if id(node) in lazy else required):
                         missing.add(f"{top} ({path.relative_to(ROOT)})")
     assert not missing, f"imported but not in [project.dependencies]: {sorted(missing)}"
 

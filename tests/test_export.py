@@ -139,6 +139,33 @@ def test_probabilities_are_the_same_through_onnx(exported):
     assert np.abs(runtime.load(out, int8=True).predict(REVIEWS[:3]) - ours[:3]).max() < 0.1
 
 
+def test_explanations_are_the_same_through_onnx(exported, tmp_path):
+    """Integrated gradients through the exported gradient graph: the same scores, steps and logits.
+    An export made on TensorFlow has no gradient graph: `explain` says how to get one."""
+    import runtime
+
+    saved, out = exported["sentiment"]
+    if BACKEND == "tensorflow":
+        assert not runtime.load(out).explains
+        with pytest.raises(ArtifactError, match="KERAS_BACKEND=jax"):
+            runtime.load(out).explain("a wonderful film")
+        out = tmp_path / "made-on-jax"
+        process = export_under("jax", saved, out, "--format", "onnx", "--no-int8")
+        assert process.returncode == 0, process.stderr[-2000:]
+    keras_classifier, onnx_classifier = SentimentClassifier.load(saved), runtime.load(out)
+    largest = 0.0
+    for review in REVIEWS[:3] + ["x " * 300]:
+        ours, theirs = keras_classifier.explain(review, steps=8), onnx_classifier.explain(review, steps=8)
+        assert theirs["words"] == ours["words"] and theirs["steps"] == ours["steps"]
+        np.testing.assert_allclose(theirs["scores"], ours["scores"], atol=1e-4)
+        assert abs(theirs["logit"] - ours["logit"]) < 1e-4
+        assert abs(theirs["baseline_logit"] - ours["baseline_logit"]) < 1e-4
+        assert abs(theirs["completeness_error"]) <= 0.05 * max(1.0, abs(theirs["logit"] - theirs["baseline_logit"])) \
+            or theirs["steps"] == 1024
+        largest = max(largest, np.abs(ours["scores"]).max())
+    assert largest > 1e-3  # the words move the logit: the comparison is not of zeros
+
+
 def test_generation_is_the_same_through_onnx(exported):
     import runtime
 

@@ -14,5 +14,7 @@
 - `trainers.devices`: `--rnn-impl`, `--precision` and `--data-parallel`.
 - `trainers.word_vectors`: PPMI-SVD word vectors (the sentiment embedding's start).
 - `trainers.subwords`: the translator's SentencePiece models, learnt on the training split.
-- `trainers.averaging`: tail weight averaging (sentiment).
+- `trainers.averaging`: tail weight averaging (sentiment and translation).
+- `trainers.export`: `python -m trainers.export`, a saved model as ONNX graphs (float32 and int8),
+  Keras int8 and a TensorFlow SavedModel, for serving without Keras (`runtime`).
 """

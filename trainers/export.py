@@ -100,8 +100,14 @@ def export(directory, out, formats=("onnx", "keras-int8"), int8=True):
 def write_export(servable, task, directory, out, formats, int8):
     """Write the graphs, side files and `export.json` of `servable` into the empty folder `out`."""
     endpoints = TASKS[task][1](servable)
+    backend = keras.backend.backend()
+    for endpoint in endpoints:
+        if backend not in endpoint.backends:
+            print(f"note: {endpoint.name} is written from {' or '.join(endpoint.backends)} only; this export "
+                  f"on {backend} goes without it (export with KERAS_BACKEND={endpoint.backends[0]} for it)")
+    endpoints = [e for e in endpoints if backend in e.backends]
     manifest = {"format_version": FORMAT_VERSION, "task": task, "model": os.path.abspath(directory),
-                "exported_with": {"backend": keras.backend.backend(), "keras": keras.__version__},
+                "exported_with": {"backend": backend, "keras": keras.__version__},
                 "config": servable.model.config.to_dict(), "endpoints": {e.name: e.manifest() for e in endpoints},
                 "side_files": list(servable.SIDE_FILES), "onnx": False, "int8": False, "saved_model": None,
                 "keras_int8": None}
