@@ -10,7 +10,8 @@ peak resident set after it. The same process then times **one request** (p50 of 
 translation of one sentence, one review's probability, 100 generated characters) and
 **throughput at batch 32** (sentences translated greedily, reviews classified, characters scored
 per second over 32 streams). `--quality` adds what int8 costs: test BLEU (beam 5), test accuracy,
-validation nats per character, against float32, on the splits the trainers report.
+validation nats per character of the float32 ONNX graphs (the same as Keras) and of both int8
+versions, on the splits the trainers report.
 
 The processes run one after another, so only one uses the CPU at a time; run it on an otherwise
 idle machine. Results: a Markdown table on stdout and `benchmarks/results/deploy.json`.
@@ -95,10 +96,15 @@ def child(task, serving, saved, export):
                       "batch32_per_s": round(throughput(task, servable), 1)}), flush=True)
 
 
+def child_env(serving):
+    """The environment of a child process serving `serving` (Keras int8 runs on JAX)."""
+    backend = serving.split("-")[1] if serving.startswith("keras-") and "int8" not in serving else "jax"
+    return dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=os.getcwd())
+
+
 def measure(task, serving, saved, export):
     """Start the child for `(task, serving)` and return its measurements with the cold start."""
-    backend = serving.split("-")[1] if serving.startswith("keras-") and "int8" not in serving else "jax"
-    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=os.getcwd())
+    env = child_env(serving)
     start = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-m", "benchmarks.deploy", "--child", task, serving, saved, export],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -112,36 +118,46 @@ def measure(task, serving, saved, export):
 
 # --- what int8 costs ------------------------------------------------------------------------------------
 
-def quality(task, saved, export):
-    """`{serving: score}` of float32 and int8 (ONNX, and Keras for translation) on the trainer's split."""
-    import runtime
+QUALITY_SERVINGS = ("onnx", "onnx-int8", "keras-int8 (jax)")
 
-    servings = {"onnx": lambda: runtime.load(export), "onnx-int8": lambda: runtime.load(export, int8=True)}
+
+def score(task, servable):
+    """Test BLEU (beam 5, the trainer's length penalty), test accuracy (%) or validation nats per
+    character of `servable`, on the splits the trainers report."""
     if task == "translation":
         from trainers import translate
 
         config = translate.TranslateConfig()
         pairs, _ = translate.load_pairs(config)
-        test = translate.split_pairs(pairs, config.seed)[2]
-        sources, streams = translate.group_references(test)
-        return {name: translate.score(make(), sources, streams, 5, None)[0]["bleu"] for name, make in servings.items()}
+        sources, streams = translate.group_references(translate.split_pairs(pairs, config.seed)[2])
+        return round(translate.score(servable, sources, streams, 5)[0]["bleu"], 2)
     if task == "sentiment":
         import numpy as np
 
         from trainers import sentiment
 
-        splits = sentiment.load_splits(sentiment.SentimentConfig())[0]
-        texts, labels = splits["test"][0], np.asarray(splits["test"][1])
-        return {name: round(100 * float(np.mean((make().predict(texts, batch_size=128) > 0.5) == labels)), 2)
-                for name, make in servings.items()}
+        texts, labels = sentiment.load_splits(sentiment.SentimentConfig())[0]["test"][:2]
+        return round(100 * float(np.mean((servable.predict(texts, batch_size=128) > 0.5) == np.asarray(labels))), 2)
     from trainers import data, generate
 
-    text = data.load_shakespeare(generate.GenerateConfig().source)["validation"]
+    ids, _ = servable.vocabulary.encode(data.load_shakespeare(generate.GenerateConfig().source)["validation"])
+    return round(float(servable.text_loss(ids)), 4)
+
+
+def score_child(task, serving, saved, export):
+    """Runs in its own process: prints the score of `serving` as JSON."""
+    print(json.dumps(score(task, load(task, serving, saved, export))), flush=True)
+
+
+def quality(task, saved, export):
+    """`{serving: score}` of the float32 ONNX graphs and both int8 versions, each in its own process."""
     scores = {}
-    for name, make in servings.items():
-        generator = make()
-        ids, _ = generator.vocabulary.encode(text)
-        scores[name] = round(generator.text_loss(ids), 4)
+    for serving in QUALITY_SERVINGS:
+        process = subprocess.run([sys.executable, "-m", "benchmarks.deploy", "--score", task, serving, saved, export],
+                                 capture_output=True, text=True, env=child_env(serving), timeout=3600)
+        lines = process.stdout.strip().splitlines()
+        scores[serving] = json.loads(lines[-1]) if process.returncode == 0 and lines else \
+            "failed: " + ((process.stderr.strip().splitlines() or ["?"])[-1][:200])
     return scores
 
 
@@ -151,9 +167,12 @@ def main(argv=None):
     p.add_argument("--servings", nargs="+", choices=SERVINGS, default=list(SERVINGS))
     p.add_argument("--quality", action="store_true", help="also score float32 and int8 on the test/validation split")
     p.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    p.add_argument("--score", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         return child(*args.child)
+    if args.score:
+        return score_child(*args.score)
     results = {}
     for task in args.tasks:
         saved, export = os.path.join("saved_models", TASKS[task]), os.path.join("exports", TASKS[task])
