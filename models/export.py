@@ -42,6 +42,8 @@ class Endpoint:
         outputs: the names of `fn`'s results, in order.
         model: the Keras model whose weights `fn` reads.
         backends: the backends whose exporter writes it.
+        gradient: `fn` takes a gradient (traced by JAX before jax2onnx; see `write_onnx`).
+        quantize: whether the int8 export quantises it (False: the int8 folder holds it as float32).
     """
 
     name: str
@@ -50,6 +52,8 @@ class Endpoint:
     outputs: list
     model: object
     backends: tuple = EXPORT_BACKENDS
+    gradient: bool = False
+    quantize: bool = True
 
     def manifest(self):
         """The endpoint as `export.json` records it (the runtime feeds and reads by position)."""
@@ -85,7 +89,9 @@ def translation_endpoints(model):
 def classification_endpoints(model):
     """`probabilities` of a `SentimentNet` (ids `(batch, time)` -> `(batch,)` positive probability)
     and what integrated gradients need (`runtime.classification.TextClassifier.explain`): `embed`,
-    `embedded_logits` and `logit_gradients`."""
+    `embedded_logits` and `logit_gradients`. Those three stay float32 in the int8 export: the path
+    integral needs a smooth network, so an int8 classifier's words are explained by the float32
+    network it approximates."""
     dim = model.config.embedding_dim
     embedded = [("points", ("n", "time", dim), "float32"), ("mask", ("n", "time"), "bool")]
 
@@ -95,13 +101,13 @@ def classification_endpoints(model):
     return [
         Endpoint("probabilities", probabilities, [("ids", ("batch", "time"), "int32")], ["probabilities"], model),
         Endpoint("embed", lambda ids: (model.embedding(ids),), [("ids", ("batch", "time"), "int32")],
-                 ["embedded"], model),
+                 ["embedded"], model, quantize=False),
         Endpoint("embedded_logits", lambda points, mask: (ops.reshape(model.call_embedded(points, mask), (-1,)),),
-                 embedded, ["logits"], model),
+                 embedded, ["logits"], model, quantize=False),
         # tf2onnx cannot freeze the gradient of a TensorFlow while loop (its variables come back as
         # floats where resources are expected); JAX writes the gradient as plain scans.
         Endpoint("logit_gradients", lambda points, mask: (model.logit_gradients(points, mask),), embedded,
-                 ["gradients"], model, backends=("jax",)),
+                 ["gradients"], model, backends=("jax",), gradient=True, quantize=False),
     ]
 
 
@@ -153,13 +159,18 @@ def write_onnx(endpoint, path):
     """Write `endpoint` as an ONNX graph at `path` (float32 weights inside, no outside data)."""
     check_backend()
     if keras.backend.backend() == "jax":
+        import jax
         import jax2onnx
         import onnx
 
         logging.getLogger("onnx_ir.serde").setLevel(logging.ERROR)  # notes on symbolic shapes, not problems
-        shapes, program = _traced(endpoint)
-        graph = jax2onnx.to_onnx(lambda *args: _eval_with_forward_scans(program, *args), inputs=shapes,
-                                 return_mode="proto", input_names=[n for n, _, _ in endpoint.inputs],
+        if endpoint.gradient:
+            shapes, program = _traced(endpoint)
+            fn = lambda *args: _eval_with_forward_scans(program, *args)  # noqa: E731
+        else:  # jax2onnx's own tracing: matrix products become MatMul (what int8 quantises), not Einsum
+            shapes, fn = [jax.ShapeDtypeStruct(tuple(shape), np.dtype(dtype)) for _, shape, dtype in endpoint.inputs], \
+                lambda *args: endpoint.fn(*args)
+        graph = jax2onnx.to_onnx(fn, inputs=shapes, return_mode="proto", input_names=[n for n, _, _ in endpoint.inputs],
                                  output_names=list(endpoint.outputs))
         onnx.save_model(graph, str(path), save_as_external_data=False)  # one file: weights inside (< 2 GB)
         return path
@@ -173,8 +184,8 @@ def _traced(endpoint):
     """`(input shapes, jaxpr)` of `endpoint.fn`, traced by JAX itself with the varying dimensions
     named and shared (one symbolic scope).
 
-    Tracing before jax2onnx, whose own tracing swaps `jax.numpy` functions for its primitives, keeps
-    gradients exportable: those primitives do not broadcast under `jax.grad` (a Dense bias add fails).
+    For a gradient: jax2onnx's own tracing swaps `jax.numpy` functions for its primitives, which do
+    not broadcast under `jax.grad` (a Dense bias add fails); a jaxpr traced first holds JAX's own.
     """
     import jax
     from jax import export as jax_export

@@ -11,6 +11,7 @@ import sys
 
 import keras
 import numpy as np
+import onnx
 import pytest
 
 from models.char_lm import CharLM, CharLMConfig
@@ -206,6 +207,10 @@ def test_export_folder_records_what_the_runtime_needs(exported):
     sizes = {p.name: p.stat().st_size for p in (exported["generation"][1]).glob("*.onnx")}
     small = {p.name: p.stat().st_size for p in (exported["generation"][1] / "int8").glob("*.onnx")}
     assert set(sizes) == set(small) == {"run.onnx", "step.onnx"}
+    # every matrix product of one step is quantised (an Einsum would not be: int8 would keep float32 weights)
+    for task, graph in (("translation", "decode_step"), ("generation", "step"), ("sentiment", "probabilities")):
+        ops = [node.op_type for node in onnx.load(exported[task][1] / "int8" / f"{graph}.onnx").graph.node]
+        assert "MatMulInteger" in ops and "Einsum" not in ops, (task, sorted(set(ops)))
 
 
 def test_bad_exports_and_flags_get_one_line(exported, tmp_path):

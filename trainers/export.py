@@ -119,9 +119,12 @@ def write_export(servable, task, directory, out, formats, int8):
             start = time.time()
             path = write_onnx(endpoint, os.path.join(out, f"{endpoint.name}.onnx"))
             print(f"{endpoint.name}.onnx: {os.path.getsize(path) / 1e6:.1f} MB ({time.time() - start:.0f} s)")
-            if int8:
+            if int8 and endpoint.quantize:
                 small = quantize_int8(path, os.path.join(out, "int8", f"{endpoint.name}.onnx"))
                 print(f"int8/{endpoint.name}.onnx: {os.path.getsize(small) / 1e6:.1f} MB")
+            elif int8:  # kept float32 (models.export: the explanation graphs)
+                os.makedirs(os.path.join(out, "int8"), exist_ok=True)
+                shutil.copy(path, os.path.join(out, "int8", f"{endpoint.name}.onnx"))
         manifest["onnx"], manifest["int8"] = True, bool(int8)
     if "savedmodel" in formats:
         manifest["saved_model"] = write_saved_model(endpoints, os.path.join(out, "saved_model"))
