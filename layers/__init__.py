@@ -1,4 +1,5 @@
-"""Building blocks, `keras.ops` only: recurrent cells and layers, and Bahdanau attention."""
+"""Building blocks, `keras.ops` only: recurrent cells and layers, and Bahdanau attention
+(`layers.onnx_recurrent`: the recurrent layers as ONNX operators, for a JAX export)."""
 
 from layers.attention import BahdanauAttention
 from layers.autodiff import value_and_grad

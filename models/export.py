@@ -10,7 +10,9 @@ Exporters, by backend:
 - TensorFlow: Keras' own `model.export(format="onnx")` (tf2onnx under it).
 - JAX: jax2onnx directly. Keras' JAX path gives every unknown dimension its own name, so the
   source length of the values and of the mask are two different symbols and the attention
-  cannot broadcast them; here the dimensions are named (`batch`, `source`, ...) and shared.
+  cannot broadcast them; here the dimensions are named (`batch`, `source`, ...) and shared. Our
+  recurrent layers become ONNX's native `LSTM`/`GRU`/`RNN` operators (`layers.onnx_recurrent`),
+  not a `Loop` of small nodes: a short review is classified about three times faster.
 - The gradient graph of integrated gradients (`logit_gradients`) is written from JAX only: tf2onnx
   cannot freeze the gradient of a TensorFlow while loop. An export made on TensorFlow serves
   everything but `explain`, and says so.
@@ -20,12 +22,15 @@ Exporters, by backend:
   backend: export it with `KERAS_BACKEND=jax` or `tensorflow`.
 """
 
+import contextlib
 import dataclasses
 import logging
 
 import keras
 import numpy as np
 from keras import ops
+
+from layers.onnx_recurrent import native_recurrences
 
 EXPORT_BACKENDS = ("jax", "tensorflow")
 
@@ -170,8 +175,10 @@ def write_onnx(endpoint, path):
         else:  # jax2onnx's own tracing: matrix products become MatMul (what int8 quantises), not Einsum
             shapes, fn = [jax.ShapeDtypeStruct(tuple(shape), np.dtype(dtype)) for _, shape, dtype in endpoint.inputs], \
                 lambda *args: endpoint.fn(*args)
-        graph = jax2onnx.to_onnx(fn, inputs=shapes, return_mode="proto", input_names=[n for n, _, _ in endpoint.inputs],
-                                 output_names=list(endpoint.outputs))
+        # Recurrent layers as ONNX's LSTM/GRU/RNN operators (not for a gradient, which needs the loop).
+        with contextlib.nullcontext() if endpoint.gradient else native_recurrences():
+            graph = jax2onnx.to_onnx(fn, inputs=shapes, return_mode="proto", output_names=list(endpoint.outputs),
+                                     input_names=[n for n, _, _ in endpoint.inputs])
         onnx.save_model(graph, str(path), save_as_external_data=False)  # one file: weights inside (< 2 GB)
         return path
     signature = [keras.InputSpec(shape=tuple(d if isinstance(d, int) else None for d in shape), dtype=dtype, name=n)

@@ -166,8 +166,12 @@ class OnnxGenerator(TextGenerator):
         return logits[0], states
 
     def run(self, ids, mask, states):
-        """Logits `(batch, time, vocab)` and final states of `ids` read from `states`."""
-        logits, *states = self._run(np.asarray(ids, np.int32), np.asarray(mask, bool), *states)
+        """Logits `(batch, time, vocab)` and final states of `ids` read from `states`; `mask (batch,
+        time)` must be True on a prefix of each row (the exported LSTM reads it as lengths)."""
+        mask = np.asarray(mask, bool)
+        if mask.shape[1] > 1 and (mask[:, 1:] & ~mask[:, :-1]).any():
+            raise ValueError("the mask of run() must be True on a prefix of each row (padding on the right)")
+        logits, *states = self._run(np.asarray(ids, np.int32), mask, *states)
         return logits, states
 
 

@@ -211,6 +211,11 @@ def test_export_folder_records_what_the_runtime_needs(exported):
     for task, graph in (("translation", "decode_step"), ("generation", "step"), ("sentiment", "probabilities")):
         ops = [node.op_type for node in onnx.load(exported[task][1] / "int8" / f"{graph}.onnx").graph.node]
         assert "MatMulInteger" in ops and "Einsum" not in ops, (task, sorted(set(ops)))
+    if BACKEND != "tensorflow":  # made on JAX: the recurrent layers are ONNX's own operators, not Loops
+        for task, graph, operator in (("translation", "encode", "LSTM"), ("generation", "run", "GRU"),
+                                      ("sentiment", "probabilities", "LSTM")):
+            ops = [node.op_type for node in onnx.load(exported[task][1] / f"{graph}.onnx").graph.node]
+            assert operator in ops and "Loop" not in ops, (task, sorted(set(ops)))
 
 
 def test_bad_exports_and_flags_get_one_line(exported, tmp_path):
@@ -231,6 +236,9 @@ def test_bad_exports_and_flags_get_one_line(exported, tmp_path):
         (damaged / "export.json").write_text(json.dumps({**json.loads((damaged / "export.json").read_text()),
                                                          "int8": False}))
         runtime.load(damaged, int8=True)
+    generator = runtime.load(exported["generation"][1])
+    with pytest.raises(ValueError, match="prefix of each row"):  # the exported LSTM reads lengths
+        generator.run(np.ones((1, 3), "int32"), np.array([[True, False, True]]), generator.initial_states())
     backend = "jax" if BACKEND == "torch" else BACKEND
     process = export_under(backend, tmp_path / "missing", tmp_path / "out")
     assert process.returncode == 2 and "no saved model at" in process.stderr.strip().splitlines()[-1]
@@ -268,3 +276,56 @@ def test_keras_int8_quantize_serves_saves_and_loads(exported, task, tmp_path):
     again = loader.load(folder)
     assert again.model.weight_quantization() == "int8"
     np.testing.assert_allclose(keras.ops.convert_to_numpy(again.model(inputs)), after, atol=1e-6)
+
+
+NATIVE_CASES = {  # name: (layer class, cell arguments, wrapped in Bidirectional, layer arguments)
+    "lstm": ("LSTM", {}, False, {"return_sequences": True, "return_state": True}),
+    "gru-reset-after": ("GRU", {}, False, {"return_sequences": True, "return_state": True}),
+    "gru-reset-before": ("GRU", {"reset_after": False}, False, {"return_sequences": True, "return_state": True}),
+    "simple-rnn": ("SimpleRNN", {}, False, {"return_sequences": True, "return_state": True}),
+    "lstm-backwards": ("LSTM", {}, False, {"return_sequences": True, "return_state": True, "go_backwards": True}),
+    "lstm-no-bias": ("LSTM", {"use_bias": False}, False, {"return_sequences": True}),
+    "bidirectional-gru": ("GRU", {}, True, {"return_sequences": True}),
+    "relu-simple-rnn (generic loop)": ("SimpleRNN", {"activation": "relu"}, False, {"return_sequences": True}),
+}
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="the native recurrent operators are written by the JAX export")
+@pytest.mark.parametrize("case", list(NATIVE_CASES))
+def test_native_recurrent_operators_equal_the_layers(case, tmp_path):
+    """`layers.onnx_recurrent`: a recurrent layer exported as ONNX's LSTM/GRU/RNN operator computes
+    what the layer computes: outputs (zeros or the carried state at masked steps, processing order
+    with `go_backwards`) and final states, right-padded masks, initial states given."""
+    import onnxruntime
+
+    import layers
+    from models.export import Endpoint, write_onnx
+
+    name, cell_arguments, bidirectional, arguments = NATIVE_CASES[case]
+    layer = getattr(layers, name)(6, **cell_arguments, **arguments)
+    if bidirectional:
+        layer = keras.layers.Bidirectional(layer)
+    layer.build((None, None, 5))
+    random_weights(layer, 7, scale=2.0)
+    states = 0 if bidirectional else (2 if name == "LSTM" else 1)
+
+    def fn(x, mask, *initial):
+        out = layer(x, mask=mask, initial_state=list(initial) or None)
+        return tuple(out) if isinstance(out, (list, tuple)) else (out,)
+
+    inputs = [("x", ("batch", "time", 5), "float32"), ("mask", ("batch", "time"), "bool"),
+              *[(f"state_{i}", ("batch", 6), "float32") for i in range(states)]]
+    outputs = [f"out_{i}" for i in range(1 + (states if arguments.get("return_state") else 0))]
+    path = write_onnx(Endpoint("layer", fn, inputs, outputs, layer), tmp_path / "layer.onnx")
+    operators = {node.op_type for node in onnx.load(path).graph.node}
+    native = "generic" not in case
+    assert bool(operators & {"LSTM", "GRU", "RNN"}) == native and ("Loop" in operators) != native, operators
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 7, 5)).astype("float32")
+    mask = np.arange(7)[None] < np.array([[7], [4], [1]])  # right padding, one row of one step
+    initial = [rng.normal(size=(3, 6)).astype("float32") for _ in range(states)]
+    ours = [keras.ops.convert_to_numpy(t) for t in fn(x, mask, *initial)]
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    theirs = session.run(None, dict(zip([n for n, _, _ in inputs], [x, mask, *initial])))
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(b, a, atol=1e-5)

@@ -152,7 +152,7 @@ def quantize_int8(path, out):
     os.makedirs(os.path.dirname(out), exist_ok=True)
     prepared = out + ".prepared.onnx"  # shapes inferred and the graph simplified first, as ONNX Runtime advises
     quant_pre_process(path, prepared, skip_symbolic_shape=True)
-    quantize_dynamic(prepared, out, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gather"],
+    quantize_dynamic(prepared, out, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gather", "LSTM"],
                      extra_options={"EnableSubgraph": True})  # the recurrent loop's body too
     os.remove(prepared)
     return out
