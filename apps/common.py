@@ -43,10 +43,10 @@ def export_folder(saved_model):
     return os.path.join("exports", os.path.basename(os.path.normpath(saved_model)))
 
 
-def load_model(loader, directory, train_command, runtime="keras", saved_model=None):
-    """`loader(directory)`, or an `Unavailable` whose message says how to train (or, with the ONNX
-    runtime, export) a model or where to put one, when the folder is missing or broken.
-    `saved_model` is the saved-model folder an export is made from."""
+def load_model(keras_loader, directory, train_command, runtime="keras", saved_model=None):
+    """The model folder `directory` loaded for `runtime` (`loader_of`), or an `Unavailable` whose
+    message says how to train (or, with the ONNX runtime, export) a model or where to put one, when
+    the folder is missing or broken. `saved_model` is the saved-model folder an export is made from."""
     if runtime == "onnx":
         source = saved_model or os.path.join("saved_models", os.path.basename(os.path.normpath(directory)))
         make, what = f"python -m trainers.export --model {source} --out {directory}", "an export folder"
@@ -56,7 +56,7 @@ def load_model(loader, directory, train_command, runtime="keras", saved_model=No
         return Unavailable(f"No model at `{directory}`. Make one with `{make}`, or start the demo with `--model DIR` "
                            f"pointing to {what}.")
     try:
-        return loader(directory)
+        return loader_of(runtime, keras_loader)(directory)
     except (ArtifactError, OSError, ValueError, KeyError) as error:
         return Unavailable(f"The model at `{directory}` could not be loaded ({error}). Make it again with `{make}`.")
 

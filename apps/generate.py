@@ -31,8 +31,7 @@ def keras_loader():
 def load(directory=None, runtime="keras"):
     """The generator in `directory` (default: the default folder of `runtime`), or a
     `common.Unavailable`."""
-    directory = common.model_folder(directory, DEFAULT_MODEL, runtime)
-    return common.load_model(common.loader_of(runtime, keras_loader), directory, TRAIN, runtime)
+    return common.load_model(keras_loader, common.model_folder(directory, DEFAULT_MODEL, runtime), TRAIN, runtime)
 
 
 def make_handler(generator):

@@ -41,14 +41,13 @@ def load(directory=None, runtime="keras"):
     folder sits beside it. A translator is a `models.Translator` or, with `runtime="onnx"`, the
     `runtime.onnx.OnnxTranslator` of an export."""
     directory = common.model_folder(directory, DEFAULT_MODEL, runtime)
-    loader = common.loader_of(runtime, keras_loader)
-    main = common.load_model(loader, directory, TRAIN["spa-eng"], runtime)
+    main = common.load_model(keras_loader, directory, TRAIN["spa-eng"], runtime)
     direction = main.settings.get("direction", "spa-eng") if isinstance(main, TextTranslator) else "spa-eng"
     models = {direction: main}
     for other in DIRECTIONS:
         sibling = os.path.join(os.path.dirname(os.path.normpath(directory)), f"translate-{other}")
         if other not in models and os.path.isdir(sibling):
-            models[other] = common.load_model(loader, sibling, TRAIN[other], runtime)
+            models[other] = common.load_model(keras_loader, sibling, TRAIN[other], runtime)
     return models
 
 

@@ -70,8 +70,7 @@ def onnx_weights(cell):
         return None
     kernel, recurrent_kernel = ops.convert_to_numpy(cell.kernel), ops.convert_to_numpy(cell.recurrent_kernel)
     units = cell.units
-    bias = ops.convert_to_numpy(cell.bias) if cell.use_bias else np.zeros(cell.bias_shape() if isinstance(
-        cell, GRUCell) else (kernel.shape[1],), "float32")
+    bias = ops.convert_to_numpy(cell.bias) if cell.use_bias else np.zeros(cell.bias_shape(), "float32")
     attributes = {"hidden_size": units}
     if isinstance(cell, LSTMCell):
         order = [0, 3, 1, 2]  # Keras i, f, c, o -> ONNX i, o, f, c
