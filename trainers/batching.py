@@ -43,6 +43,12 @@ def fit_input(batches):
     """
     if keras.backend.backend() != "tensorflow" or not getattr(batches, "variable_width", False):
         return batches
+    return tf_dataset(batches)
+
+
+def tf_dataset(batches):
+    """A `tf.data.Dataset` of the batches of the `PyDataset` `batches`, every axis after the
+    first declared variable (`fit_input`; the multi-worker input of `trainers.cluster`)."""
     import tensorflow as tf
 
     def spec(array):  # (batch, ...) -> every axis variable

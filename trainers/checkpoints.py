@@ -5,6 +5,7 @@ every epoch) from the start of a run until its model is saved; `--resume` contin
 interrupted run made with the same settings (docs/DESIGN.md, "Checkpoints and --resume").
 """
 
+import contextlib
 import csv
 import json
 import os
@@ -31,11 +32,16 @@ class RunCheckpoints:
         settings: dict of what is trained (the config's fields).
         out: the saved-model folder the run will write.
         resume: whether to continue an interrupted run (`--resume`).
+        writer: whether this process writes the checkpoints (process 0 of several,
+            `trainers.cluster`); the others only read them, to resume. `begin()` then writes
+            `run.json`, once every process has read the earlier one.
+        writing: a context manager factory that every weight save runs in (the multi-process
+            engine's `Engine.writing`: a save by one process alone must not be collective).
     """
 
-    def __init__(self, settings, out, resume=False):
+    def __init__(self, settings, out, resume=False, writer=True, writing=contextlib.nullcontext):
         self.folder = os.path.join(out, "checkpoints")
-        self.resume = resume
+        self.resume, self.writer, self.writing = resume, writer, writing
         self.best_path = os.path.join(self.folder, "best.weights.h5")
         self.log_path = os.path.join(self.folder, "history.csv")
         self.run_path = os.path.join(self.folder, "run.json")
@@ -60,8 +66,12 @@ class RunCheckpoints:
             print(f"warning: --resume: no interrupted run in {self.folder}; starting afresh", file=sys.stderr)
         self.sessions = (earlier or {}).get("sessions", 0) + 1
         self.epoch_seconds = (earlier or {}).get("epoch_seconds", {})
-        os.makedirs(self.folder, exist_ok=True)
-        self._write_run()
+
+    def begin(self):
+        """Start the run's record (the writing process only)."""
+        if self.writer:
+            os.makedirs(self.folder, exist_ok=True)
+            self._write_run()
 
     def _read_run(self):
         try:
@@ -97,10 +107,14 @@ class RunCheckpoints:
                 checkpoints._write_run()
 
         best_so_far = min(_logged_history(self.log_path).get(monitor, []), default=None) if self.resume else None
+        if not self.writer:  # restore an interrupted run's state, write nothing
+            return [RestoreOnly(os.path.join(self.folder, "backup"), delete_checkpoint=False),
+                    keras.callbacks.EarlyStopping(monitor=monitor, patience=patience), keras.callbacks.TerminateOnNaN()]
         return [
-            keras.callbacks.BackupAndRestore(os.path.join(self.folder, "backup")),
-            keras.callbacks.ModelCheckpoint(self.best_path, monitor=monitor, save_best_only=True,
-                                            save_weights_only=True, initial_value_threshold=best_so_far),
+            _saving_in(keras.callbacks.BackupAndRestore, self.writing)(os.path.join(self.folder, "backup")),
+            _saving_in(keras.callbacks.ModelCheckpoint, self.writing)(
+                self.best_path, monitor=monitor, save_best_only=True, save_weights_only=True,
+                initial_value_threshold=best_so_far),
             keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, verbose=1),
             keras.callbacks.TerminateOnNaN(),
             keras.callbacks.CSVLogger(self.log_path, append=self.resume),
@@ -126,7 +140,30 @@ class RunCheckpoints:
 
     def finish(self):
         """Remove the checkpoints once the model is saved: the run is complete."""
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if self.writer:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _saving_in(callback_class, writing):
+    """`callback_class` (a Keras callback that saves with `_save_model`) saving within `writing()`."""
+    if writing is contextlib.nullcontext:
+        return callback_class
+
+    class Saving(callback_class):
+        def _save_model(self, *args, **kwargs):
+            with writing():
+                return super()._save_model(*args, **kwargs)
+
+    Saving.__name__ = callback_class.__name__
+    return Saving
+
+
+class RestoreOnly(keras.callbacks.BackupAndRestore):
+    """`BackupAndRestore` that restores an interrupted run's state but never writes one: the
+    processes other than 0 of a multi-process run (process 0 writes the same state)."""
+
+    def _save_model(self):
+        pass
 
 
 def _logged_history(log_path):

@@ -2,7 +2,8 @@
 
 Flags (docs/DESIGN.md, "Command-line conventions"): one per field of the trainer's config
 dataclass (`--epochs --batch-size --units --seed --max-examples --learning-rate ...`, the model's
-sizes), then `--quick --out --resume --evaluate --model --test-file` for every trainer. Import this
+sizes), then `--quick --out --resume --evaluate --model --test-file` and the multi-process flags
+(`trainers.cluster`) for every trainer. Import this
 module before Keras: it sets the environment variables that must be set before TensorFlow or
 Gradio load.
 """
@@ -118,6 +119,9 @@ def config_parser(config_class, prog, description, out_default, test_file_help=N
         p.add_argument("--model", help="saved-model folder for --evaluate (default the --out folder)")
         p.add_argument("--test-file", *test_file_aliases, dest="test_file",
                        help=f"with --evaluate: {test_file_help}")
+        from trainers import cluster  # noqa: PLC0415 - it imports this module
+
+        cluster.add_flags(p)
     return p
 
 

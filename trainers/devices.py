@@ -7,8 +7,11 @@
                               the models keep their logits, attention softmax and losses in float32
     --data-parallel           one model replica per device, through the backend's own engine:
                               `keras.distribution.DataParallel` on JAX, `tf.distribute.MirroredStrategy`
-                              on TensorFlow; PyTorch is not supported (Keras 3 does not drive torch's
-                              DistributedDataParallel, which needs one process per device)
+                              on TensorFlow; PyTorch is not supported here (Keras 3 does not drive
+                              torch's DistributedDataParallel, which needs one process per device:
+                              `--processes`, `trainers.cluster`)
+    --processes N ...         several processes (one or more machines) on each backend's own
+                              engine, data parallel over all their devices (`trainers.cluster`)
 
 They are fields of each trainer's config (`trainers.training`, `models.config`). `setup(config)`
 applies them before the model is built, prints the backend, the devices and the precision, and
@@ -60,18 +63,27 @@ def data_parallel_scope():
                          "and TensorFlow's engines only); use KERAS_BACKEND=jax or tensorflow")
 
 
-def setup(config):
-    """Apply `--precision` and `--data-parallel`, print the device line and return
-    `(scope, info)`: build and compile the model inside `scope`; `info` goes into the card."""
+def setup(config, engine=None):
+    """Apply `--precision` and `--data-parallel` (or the multi-process `engine` of
+    `trainers.cluster`, which implies it), print the device line and return `(scope, info)`:
+    build and compile the model inside `scope`; `info` goes into the card."""
     keras.mixed_precision.set_global_policy(config.precision)
     scope, replicas = contextlib.nullcontext(), 1
-    if config.data_parallel:
+    distributed = engine is not None and engine.cluster.distributed
+    if distributed:
+        scope, replicas = engine.scope(), engine.replicas()
+    elif config.data_parallel:
         scope, replicas = data_parallel_scope()
-        if config.batch_size % replicas:
-            raise cli.UsageError(f"--batch-size {config.batch_size} must be a multiple of the {replicas} devices")
+    if replicas > 1 and config.batch_size % replicas:
+        raise cli.UsageError(f"--batch-size {config.batch_size} must be a multiple of the {replicas} devices")
     info = {"backend": keras.backend.backend(), "devices": list_devices(), "precision": config.precision,
             "rnn_impl": config.rnn_impl, "data_parallel_replicas": replicas}
+    if distributed:
+        info["processes"] = {"engine": engine.name, "processes": engine.cluster.processes,
+                             "from": engine.cluster.source, "devices_in_all": replicas}
     print(f"backend {info['backend']}; devices: {', '.join(info['devices'])}; precision {config.precision}; "
           f"recurrent layers: {'ours' if config.rnn_impl == 'ours' else 'Keras built-in'}"
-          + (f"; data parallel over {replicas} devices" if config.data_parallel else ""))
+          + (f"; data parallel over {replicas} devices" if replicas > 1 else "")
+          + (f" of {engine.cluster.processes} processes ({engine.name}); this is {engine.cluster.describe()}"
+             if distributed else ""))
     return scope, info

@@ -27,6 +27,7 @@ from models.char_lm import CharLM, CharLMConfig, CharVocabulary, bits_per_charac
 from models.config import setting
 from models.generator import CharGenerator
 from trainers import data
+from trainers import cluster
 from trainers.training import TrainingRun, data_parallel_setting, precision_setting, training_setting
 
 SAMPLE_PROMPT = "ROMEO:\n"
@@ -121,7 +122,8 @@ def evaluate(config, args):
 
 
 def train(config, args):
-    run = TrainingRun(config, args.out, args.resume)  # first: refuses a clash with an interrupted run at once
+    # first: starts the multi-process engine, and refuses a clash with an interrupted run at once
+    run = TrainingRun(config, args.out, args.resume, cluster.from_args(args))
     corpus = data.load_shakespeare(config.source)
     train_text, val_text = corpus["train"], corpus["validation"]
     if config.max_examples:

@@ -28,6 +28,7 @@ from models.sentiment import SentimentNet, SentimentNetConfig
 from runtime.text import Vocabulary, review_tokens, truncate
 from trainers import data, word_vectors
 from trainers.batching import LengthBatches, pad
+from trainers import cluster
 from trainers.training import TrainingRun, data_parallel_setting, precision_setting, training_setting
 
 VALIDATION_FRACTION = 0.1
@@ -220,7 +221,8 @@ def build_model(config, vectors):
 
 
 def train(config, args):
-    run = TrainingRun(config, args.out, args.resume)  # first: refuses a clash with an interrupted run at once
+    # first: starts the multi-process engine, and refuses a clash with an interrupted run at once
+    run = TrainingRun(config, args.out, args.resume, cluster.from_args(args))
     splits, corpus = load_splits(config)
     films = splits["train"][2]
     print(f"IMDB ({config.source}): " + ", ".join(f"{k} {len(v[0])}" for k, v in splits.items()) + " reviews"

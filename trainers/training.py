@@ -14,6 +14,7 @@ import time
 import keras
 
 from models.config import setting
+from trainers import cluster as clusters
 from trainers import devices
 from trainers.averaging import TailWeightAverage, choose_average
 from trainers.batching import fit_input
@@ -69,11 +70,19 @@ class TrainingRun:
             `patience`, `seed`, `precision`, `data_parallel`, `rnn_impl` and the task's fields).
         out: the saved-model folder to write; its `checkpoints/` holds the run until then.
         resume: continue an interrupted run (`--resume`).
+        cluster: this process's `trainers.cluster.Cluster` (`--processes`, torchrun, ...): with
+            several processes, the backend's engine starts here, before anything else touches
+            the backend; only process 0 writes the checkpoints and the model.
     """
 
-    def __init__(self, config, out, resume=False):
-        self.config, self.out = config, out
-        self.checkpoints = RunCheckpoints(config.to_dict(), out, resume)
+    def __init__(self, config, out, resume=False, cluster=clusters.SINGLE):
+        self.config, self.out, self.cluster = config, out, cluster
+        self.engine = clusters.engine_for(cluster)
+        self.engine.start()
+        self.checkpoints = RunCheckpoints(config.to_dict(), out, resume, writer=cluster.is_chief,
+                                          writing=self.engine.writing)
+        self.engine.barrier("checkpoints read")  # every process has read them before process 0 writes
+        self.checkpoints.begin()
         keras.utils.set_random_seed(config.seed)
         flush_denormals()
         self.started = time.time()
@@ -92,22 +101,26 @@ class TrainingRun:
         c = self.config
         averager = TailWeightAverage(c.epochs * len(train_data), average_tails) if average_tails else None
         callbacks = [*callbacks, averager] if averager else list(callbacks)
-        scope, self.hardware = devices.setup(c)
+        scope, self.hardware = devices.setup(c, self.engine)
         with scope:
             model = build_model()
             if not model.built:
                 model.build()
             schedule = keras.optimizers.schedules.CosineDecay(c.learning_rate, c.epochs * len(train_data), alpha=0.05)
             model.compile(keras.optimizers.Adam(schedule, clipnorm=c.clipnorm), loss=loss, metrics=list(metrics))
+        engine_callbacks = self.engine.prepare(model)  # first: they may change the logs the others read
+        validation_data = self.engine.validation_input(validation_data)
         start = time.time()
         # shuffle=False: the batches shuffle themselves each epoch (Keras would only reorder them again)
-        model.fit(fit_input(train_data), shuffle=False, validation_data=fit_input(validation_data), epochs=c.epochs,
-                  callbacks=self.checkpoints.callbacks(c.patience) + list(callbacks), verbose=1)
+        model.fit(fit_input(self.engine.train_input(train_data)), shuffle=False,
+                  validation_data=fit_input(validation_data), epochs=c.epochs,
+                  callbacks=engine_callbacks + self.checkpoints.callbacks(c.patience) + list(callbacks), verbose=1)
         self.fit_seconds = time.time() - start
+        self.engine.barrier("fit done")  # process 0 has written the best checkpoint
         self.checkpoints.restore_best(model)
         if averager:
             self.averaging = choose_average(model, averager, validation_data)
-        return model
+        return self.engine.localize(model)  # what follows (evaluation, saving) runs in each process alone
 
     def card(self, model, /, **entries):
         """The model card: the task's `entries`, then the settings, hardware, parameter count and
@@ -117,7 +130,11 @@ class TrainingRun:
                 "weight_average": self.averaging}
 
     def save(self, servable, card):
-        """Save the trained model with its side files and `card`, then drop the checkpoints."""
+        """Save the trained model with its side files and `card`, then drop the checkpoints
+        (process 0 only: the others trained the same weights)."""
+        if not self.cluster.is_chief:
+            print(f"training {self.fit_seconds / 60:.1f} min; {self.cluster.describe()}: process 0 saves the model")
+            return
         servable.save(self.out, card)
         self.checkpoints.finish()
         print(f"training {self.fit_seconds / 60:.1f} min (total {(time.time() - self.started) / 60:.1f} min); "

@@ -30,6 +30,7 @@ from models.translator import Translator
 from trainers import data
 from trainers.batching import LengthBatches, pad
 from trainers.subwords import learn_pieces
+from trainers import cluster
 from trainers.training import TrainingRun, data_parallel_setting, precision_setting, training_setting
 
 LENGTH_PENALTIES = (0.0, 0.5, 1.0)  # alphas of beam search tried on the validation split after training
@@ -249,7 +250,8 @@ def evaluate(config, args):
 # --- training ---------------------------------------------------------------------------------------
 
 def train(config, args):
-    run = TrainingRun(config, args.out, args.resume)  # first: refuses a clash with an interrupted run at once
+    # first: starts the multi-process engine, and refuses a clash with an interrupted run at once
+    run = TrainingRun(config, args.out, args.resume, cluster.from_args(args))
     pairs, corpus = load_pairs(config)
     train_pairs, validation_pairs, test_pairs = split_pairs(pairs, config.seed)
     sizes = split_sizes(train_pairs, validation_pairs, test_pairs)
