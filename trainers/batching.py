@@ -36,19 +36,21 @@ def fit_input(batches):
     JAX and PyTorch take each batch as it comes, whatever its shape: `batches` is returned as is.
     On TensorFlow, Keras' `PyDataset` adapter builds a `tf.data` pipeline whose element shapes
     it guesses from the first two batches, so a later batch of another width fails with
-    "generator yielded an element of shape (32, 12) where (None, 8) was expected". A dataset
-    with `variable_width = True` is therefore wrapped here in a `tf.data.Dataset` that declares
-    every axis after the batch axis as variable (`None`); the others keep their shapes. Each
-    pass after the first starts with `batches.on_epoch_end()`, as Keras does for a `PyDataset`.
+    "generator yielded an element of shape (32, 12) where (None, 8) was expected". Our
+    datasets (`SeededEpochs`: `LengthBatches`, the character windows) are therefore wrapped
+    here in a `tf.data.Dataset` that declares every axis as variable (`tf_dataset`), also when
+    their widths are fixed: one TensorFlow process and several workers (`trainers.cluster`)
+    then read the same batches in the same order. Each pass after the first starts with
+    `batches.on_epoch_end()`, as Keras does for a `PyDataset`.
     """
-    if keras.backend.backend() != "tensorflow" or not getattr(batches, "variable_width", False):
+    if keras.backend.backend() != "tensorflow" or not isinstance(batches, SeededEpochs):
         return batches
     return tf_dataset(batches)
 
 
 def tf_dataset(batches):
-    """A `tf.data.Dataset` of the batches of the `PyDataset` `batches`, every axis after the
-    first declared variable (`fit_input`; the multi-worker input of `trainers.cluster`)."""
+    """A `tf.data.Dataset` of the batches of the `PyDataset` `batches`, every axis declared
+    variable (`fit_input`; the multi-worker input of `trainers.cluster`)."""
     import tensorflow as tf
 
     def spec(array):  # (batch, ...) -> every axis variable
@@ -68,7 +70,27 @@ def tf_dataset(batches):
     return dataset.apply(tf.data.experimental.assert_cardinality(len(batches))).prefetch(tf.data.AUTOTUNE)
 
 
-class LengthBatches(keras.utils.PyDataset):
+class SeededEpochs(keras.utils.PyDataset):
+    """A `PyDataset` whose batches are planned anew for each epoch, from `seed + epoch`
+    (`_plan`); `on_epoch_end` moves to the next plan. `skip_epochs` moves on several at once: a
+    run resumed at epoch e then trains on the batches an uninterrupted run had there
+    (`trainers.training.ResumedDataOrder`)."""
+
+    epoch = 0
+
+    def _plan(self):
+        raise NotImplementedError
+
+    def on_epoch_end(self):
+        self.skip_epochs(1)
+
+    def skip_epochs(self, count):
+        if count:
+            self.epoch += count
+            self._plan()
+
+
+class LengthBatches(SeededEpochs):
     """A `PyDataset` of batches of similar-length examples; their widths vary (`fit_input`).
 
     Args:
@@ -82,7 +104,6 @@ class LengthBatches(keras.utils.PyDataset):
         chunk_batches: batches per sorting chunk.
     """
 
-    variable_width = True  # read by `fit_input`
 
     def __init__(self, lengths, make_batch, batch_size, seed=0, shuffle=True, chunk_batches=64, **kwargs):
         super().__init__(**kwargs)
@@ -109,7 +130,3 @@ class LengthBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index):
         return self.make_batch(self.batches[index])
-
-    def on_epoch_end(self):
-        self.epoch += 1
-        self._plan()

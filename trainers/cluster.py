@@ -248,6 +248,7 @@ class TensorFlowEngine(Engine):
 
     def prepare(self, model):
         model._maybe_symbolic_build = _local_symbolic_build(model, self.strategy)
+        clip_after_all_reduce(model.optimizer)
         return []
 
     def train_input(self, batches):
@@ -323,7 +324,6 @@ class ShardedBatches(keras.utils.PyDataset):
     def __init__(self, batches, index, processes):
         super().__init__()
         self.batches, self.index, self.processes = batches, index, processes
-        self.variable_width = getattr(batches, "variable_width", False)
 
     def __len__(self):
         return len(self.batches)
@@ -412,6 +412,22 @@ def _local_symbolic_build(model, strategy):
             model._symbolic_build(data_batch=data_batch)
 
     return build
+
+
+def clip_after_all_reduce(optimizer):
+    """Make a Keras optimizer under a `tf.distribute` strategy clip the summed gradient of all
+    replicas, as one process clips the gradient of the whole batch. Keras 3.15 clips each
+    replica's share first and sums after (`BaseOptimizer.apply`, then the TensorFlow optimizer's
+    `_all_reduce_sum_gradients`), which changes the update whenever `clipnorm` bites. Here the
+    sum comes first and the later one passes the gradients through."""
+    clip, all_reduce = optimizer._clip_gradients, optimizer._all_reduce_sum_gradients
+
+    def reduce_then_clip(grads):
+        summed = all_reduce(list(zip(grads, range(len(grads)))))  # (gradient, position) pairs
+        return clip([gradient for gradient, _ in summed])
+
+    optimizer._clip_gradients = reduce_then_clip
+    optimizer._all_reduce_sum_gradients = lambda grads_and_vars: list(grads_and_vars)
 
 
 _patched = []

@@ -28,6 +28,7 @@ from models.config import setting
 from models.generator import CharGenerator
 from trainers import data
 from trainers import cluster
+from trainers.batching import SeededEpochs
 from trainers.training import TrainingRun, data_parallel_setting, precision_setting, training_setting
 
 SAMPLE_PROMPT = "ROMEO:\n"
@@ -63,7 +64,7 @@ def build_parser():
                              test_file_aliases=("--text-file",))
 
 
-class Windows(keras.utils.PyDataset):
+class Windows(SeededEpochs):
     """`(inputs (batch, length), targets (batch, length))` windows of a character-id array; the
     targets are the inputs shifted by one. Each epoch starts the cut at a new seeded random
     offset (so window edges move) and shuffles the windows; `shuffle=False` keeps offset 0 and
@@ -93,10 +94,6 @@ class Windows(keras.utils.PyDataset):
         rows = self.starts[index][:, None] + np.arange(self.length + 1)[None]  # (batch, length + 1)
         window = self.ids[rows]
         return window[:, :-1], window[:, 1:]
-
-    def on_epoch_end(self):
-        self.epoch += 1
-        self._plan()
 
 
 def loss_report(nats):

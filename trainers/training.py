@@ -101,6 +101,7 @@ class TrainingRun:
         c = self.config
         averager = TailWeightAverage(c.epochs * len(train_data), average_tails) if average_tails else None
         callbacks = [*callbacks, averager] if averager else list(callbacks)
+        callbacks.append(ResumedDataOrder(train_data))
         scope, self.hardware = devices.setup(c, self.engine)
         with scope:
             model = build_model()
@@ -139,3 +140,19 @@ class TrainingRun:
         self.checkpoints.finish()
         print(f"training {self.fit_seconds / 60:.1f} min (total {(time.time() - self.started) / 60:.1f} min); "
               f"saved to {self.out}")
+
+
+class ResumedDataOrder(keras.callbacks.Callback):
+    """With `--resume`, Keras starts at the epoch after the last checkpoint; the training batches
+    must move on as many epochs (`SeededEpochs.skip_epochs`: their order is seeded by the epoch),
+    so that a resumed run trains on the batches of an uninterrupted one. Later epochs follow on
+    by themselves."""
+
+    def __init__(self, batches):
+        super().__init__()
+        self.batches, self.first = batches, True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.first and hasattr(self.batches, "skip_epochs"):
+            self.batches.skip_epochs(epoch)
+        self.first = False
