@@ -247,11 +247,12 @@ class TensorFlowEngine(Engine):
         return self.strategy.num_replicas_in_sync
 
     def prepare(self, model):
-        model._maybe_symbolic_build = _local_symbolic_build(model, self.strategy)
+        model._maybe_symbolic_build = _local_symbolic_build(model, self.strategy, self)
         clip_after_all_reduce(model.optimizer)
         return []
 
     def train_input(self, batches):
+        self.first_batch = batches[0]
         return _data_sharded(batches)
 
     def validation_input(self, batches):
@@ -395,21 +396,16 @@ def _data_sharded(batches):
     return tf_dataset(batches).with_options(options)
 
 
-def _local_symbolic_build(model, strategy):
-    """A stand-in for `model._maybe_symbolic_build` that builds from this worker's own first
-    batch: Keras averages that batch over the workers first, which fails under
-    `MultiWorkerMirroredStrategy` (keras-team/keras#20585) and is only needed for its shapes."""
-    import tensorflow as tf
+def _local_symbolic_build(model, strategy, engine):
+    """A stand-in for `model._maybe_symbolic_build`, which builds the model, its metrics and its
+    optimizer from the shapes of a first batch. Keras takes that batch from the distributed
+    iterator and averages it over the workers, which fails under `MultiWorkerMirroredStrategy`
+    (keras-team/keras#20585) and would also start a pass over the data that the training then
+    counts as an epoch. The first training batch (`engine.first_batch`) gives the same shapes."""
 
     def build(iterator=None, data_batch=None):
-        if iterator is not None:
-            for _, _, it in iterator:
-                data_batch = tf.nest.map_structure(
-                    lambda v: strategy.experimental_local_results(v)[0]
-                    if isinstance(v, tf.distribute.DistributedValues) else v, next(it))
-                break
         with strategy.scope():
-            model._symbolic_build(data_batch=data_batch)
+            model._symbolic_build(data_batch=engine.first_batch if data_batch is None else data_batch)
 
     return build
 
