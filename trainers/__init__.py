@@ -12,6 +12,9 @@
 - `trainers.data`: corpora through the Keras cache, deduplication, leak-free splits.
 - `trainers.batching`: length-bucketed batches and `fit_input`, the one way batches reach `fit`.
 - `trainers.devices`: `--rnn-impl`, `--precision` and `--data-parallel`.
+- `trainers.cluster`: training with several processes (one or more machines) on each backend's
+  own engine: `--processes --process-index --coordinator`, or torchrun, SLURM or `TF_CONFIG`.
+- `trainers.launch`: `python -m trainers.launch --processes N -- TASK ...`, N local processes.
 - `trainers.word_vectors`: PPMI-SVD word vectors (the sentiment embedding's start).
 - `trainers.subwords`: the translator's SentencePiece models, learnt on the training split.
 - `trainers.averaging`: tail weight averaging (sentiment and translation).

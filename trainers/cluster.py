@@ -231,13 +231,17 @@ class TensorFlowEngine(Engine):
         import tensorflow as tf
 
         c = self.cluster
-        if not os.environ.get("TF_CONFIG"):  # from the flags: every worker on the coordinator's host
+        resolver = None
+        if "SLURM" in c.source and not os.environ.get("TF_CONFIG"):
+            resolver = tf.distribute.cluster_resolver.SlurmClusterResolver()  # every node's address from SLURM
+        elif not os.environ.get("TF_CONFIG"):  # from the flags: every worker on the coordinator's host
             host, port = c.coordinator.rsplit(":", 1)
             os.environ["TF_CONFIG"] = json.dumps({
                 "cluster": {"worker": [f"{host}:{int(port) + i}" for i in range(c.processes)]},
                 "task": {"type": "worker", "index": c.index}})
         options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=COLLECTIVE_TIMEOUT_SECONDS)
-        self.strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+        self.strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver,
+                                                                  communication_options=options)
         _patch_keras_for_multi_worker()
 
     def scope(self):
@@ -277,7 +281,8 @@ class TorchEngine(Engine):
         c = self.cluster
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", c.index % torch.cuda.device_count())))
+            local = os.environ.get("LOCAL_RANK") or os.environ.get("SLURM_LOCALID")
+            torch.cuda.set_device(int(local or c.index % torch.cuda.device_count()))  # one GPU per process
         dist.init_process_group(backend, init_method=f"tcp://{c.coordinator}", world_size=c.processes,
                                 rank=c.index, timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_SECONDS))
 
