@@ -143,8 +143,8 @@ def from_args(args):
 
 
 class Engine:
-    """The backend's multi-process engine for one `Cluster`: `start()` before anything else
-    touches the backend, then `scope()` to build and compile in, `prepare(model)` before `fit`,
+    """The backend's multi-process engine for one `Cluster`: `start()` (once, `engine_for`) before
+    anything else touches the backend, then `scope()` to build and compile each model in, `prepare(model)` before `fit`,
     `train_input` / `validation_input` for the data, `barrier()`, and `localize(model)` after.
     The single-process engine does nothing."""
 
@@ -188,9 +188,13 @@ class JaxEngine(Engine):
     def start(self):
         c = self.cluster
         keras.distribution.initialize(c.coordinator, c.processes, c.index)
+
+    def scope(self):
+        # Set for each model (`localize` unsets it). auto_shard_dataset=False: every process
+        # already feeds its own rows (`ShardedBatches`).
         devices = keras.distribution.list_devices()
-        # auto_shard_dataset=False: every process already feeds its own rows (`ShardedBatches`)
         keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False))
+        return contextlib.nullcontext()
 
     def replicas(self):
         return len(keras.distribution.list_devices())
@@ -312,14 +316,23 @@ class TorchEngine(Engine):
 ENGINES = {"jax": JaxEngine, "tensorflow": TensorFlowEngine, "torch": TorchEngine}
 
 
+_started = {}
+
+
 def engine_for(cluster):
-    """The engine of the current backend for `cluster` (the do-nothing one for a single process)."""
+    """The started engine of the current backend for `cluster` (the do-nothing one for a single
+    process). A process starts it once; a run of several trainings (a teacher, then a student)
+    gets the same engine again."""
     if not cluster.distributed:
         return Engine(cluster)
-    backend = keras.backend.backend()
-    if backend not in ENGINES:
-        raise UsageError(f"training with several processes is not supported on the {backend} backend")
-    return ENGINES[backend](cluster)
+    if cluster not in _started:
+        backend = keras.backend.backend()
+        if backend not in ENGINES:
+            raise UsageError(f"training with several processes is not supported on the {backend} backend")
+        engine = ENGINES[backend](cluster)
+        engine.start()
+        _started[cluster] = engine
+    return _started[cluster]
 
 
 class ShardedBatches(keras.utils.PyDataset):

@@ -77,8 +77,7 @@ class TrainingRun:
 
     def __init__(self, config, out, resume=False, cluster=clusters.SINGLE):
         self.config, self.out, self.cluster = config, out, cluster
-        self.engine = clusters.engine_for(cluster)
-        self.engine.start()
+        self.engine = clusters.engine_for(cluster)  # started here: before anything else touches the backend
         self.checkpoints = RunCheckpoints(config.to_dict(), out, resume, writer=cluster.is_chief,
                                           writing=self.engine.writing)
         self.engine.barrier("checkpoints read")  # every process has read them before process 0 writes
