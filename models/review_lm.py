@@ -83,6 +83,16 @@ class ReviewLM(artifacts.PortableModel, keras.Model):
         return (self.head(self.dropout(forward, training=training)),
                 self.head(self.dropout(backward, training=training)))
 
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """Mean cross-entropy of both directions over every word that has a neighbour, from the
+        ids `x` alone (`y` is not read): the targets are the ids shifted (`language_model_targets`)."""
+        forward, backward = y_pred
+        following, preceding, next_weight, previous_weight = language_model_targets(x, self.config.head_words)
+        cross_entropy = keras.losses.sparse_categorical_crossentropy
+        total = ops.sum(cross_entropy(following, forward, from_logits=True) * next_weight)
+        total += ops.sum(cross_entropy(preceding, backward, from_logits=True) * previous_weight)
+        return total / ops.maximum(ops.sum(next_weight) + ops.sum(previous_weight), 1.0)
+
     def transfer_to(self, sentiment_net):
         """Copy the embedding and both directions into a built `SentimentNet` of the same sizes."""
         c, s = self.config, sentiment_net.config
