@@ -64,3 +64,19 @@ def test_a_few_steps_learn_a_repeating_text():
     history = model.fit(ids, (following, preceding), sample_weight=(next_weight, previous_weight), epochs=30,
                         verbose=0)
     assert history.history["loss"][-1] < 0.2 * history.history["loss"][0]
+
+
+def test_the_sentiment_trainer_starts_from_a_pretrained_folder(tmp_path):
+    """`trainers.sentiment --pretrained FOLDER`: the classifier's embedding and encoder are the
+    language model's, with its sizes."""
+    from runtime.text import Vocabulary
+    from trainers import pretrain, sentiment
+
+    model = small_lm()
+    pretrain.PretrainedEncoder(model, Vocabulary.build([[f"w{i}" for i in range(14)]])).save(tmp_path / "lm", {})
+    loaded, sides, _ = sentiment.artifacts.load(tmp_path / "lm", ("vocabulary.json",), model_class=ReviewLM)
+    config = sentiment.SentimentConfig(vocab_size=16, embedding_dim=6, units=5, pretrained=str(tmp_path / "lm"))
+    net = sentiment.build_model(config, None, loaded)
+    for ours, theirs in zip(net.encoder.forward_layer.get_weights() + net.embedding.get_weights(),
+                            model.forward_rnn.get_weights() + model.embedding.get_weights()):
+        np.testing.assert_array_equal(ours, theirs)

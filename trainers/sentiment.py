@@ -22,8 +22,10 @@ import time
 import keras
 import numpy as np
 
+from models import artifacts
 from models.classifier import SentimentClassifier
 from models.config import setting
+from models.review_lm import ReviewLM
 from models.sentiment import SentimentNet, SentimentNetConfig
 from runtime.text import Vocabulary, review_tokens, truncate
 from trainers import data, word_vectors
@@ -52,6 +54,9 @@ class SentimentConfig(SentimentNetConfig):
     embedding_init: str = setting("ppmi", "start the embedding from word vectors of the training and the 50,000 "
                                           "unlabelled reviews (ppmi: SVD of positive PMI, trainers/word_vectors.py) "
                                           "or at random", choices=("ppmi", "random"))
+    pretrained: str | None = setting(None, "start the embedding and the encoder from a review language model folder "
+                                           "(python -m trainers.pretrain); its vocabulary and sizes then hold",
+                                     kind="text", shown="none")
     freeze_embedding: bool = setting(False, "keep the ppmi word vectors fixed in training (no: they are fine-tuned)")
     average_weights: bool = setting(True, "average the weights over the second half of training "
                                           "(trainers/averaging.py) and keep the mean if its validation loss is lower")
@@ -199,7 +204,7 @@ def load_splits(config):
 def initial_embedding(config, vocabulary, train_tokens, unlabelled_texts):
     """`(vectors (vocab, embedding_dim) or None, seconds)`: PPMI-SVD word vectors of the training and
     unlabelled reviews for `--embedding-init ppmi`."""
-    if config.embedding_init != "ppmi":
+    if config.embedding_init != "ppmi" or config.pretrained:
         return None, 0.0
     start = time.time()
     rows = [vocabulary.encode(tokens) for tokens in train_tokens + [review_tokens(t) for t in unlabelled_texts]]
@@ -209,11 +214,14 @@ def initial_embedding(config, vocabulary, train_tokens, unlabelled_texts):
     return vectors, seconds
 
 
-def build_model(config, vectors):
-    """A built `SentimentNet`, its embedding started from `vectors` (frozen with `--freeze-embedding`)."""
+def build_model(config, vectors, language_model=None):
+    """A built `SentimentNet`: its embedding and encoder from `language_model` (a `ReviewLM`), or
+    its embedding from `vectors` (frozen with `--freeze-embedding`)."""
     model = SentimentNet(config)
     model.build()
-    if vectors is not None:
+    if language_model is not None:
+        language_model.transfer_to(model)
+    elif vectors is not None:
         model.embedding.embeddings.assign(vectors)
         model.embedding.trainable = not config.freeze_embedding
     return model
@@ -226,7 +234,13 @@ def train(config, args):
     print(f"IMDB ({config.source}): " + ", ".join(f"{k} {len(v[0])}" for k, v in splits.items()) + " reviews"
           + (f"; validation holds out {len(set(splits['validation'][2]))} whole films" if films else ""))
     train_tokens = [review_tokens(t) for t in splits["train"][0]]
-    vocabulary = build_vocabulary(train_tokens, films, config.vocab, config.min_films)
+    language_model = None
+    if config.pretrained:  # its vocabulary (built the same way) and its sizes
+        language_model, sides, _ = artifacts.load(config.pretrained, ("vocabulary.json",), model_class=ReviewLM)
+        vocabulary, c = Vocabulary.from_json(sides["vocabulary.json"]), language_model.config
+        config = dataclasses.replace(config, embedding_dim=c.embedding_dim, units=c.units, cell=c.cell)
+    else:
+        vocabulary = build_vocabulary(train_tokens, films, config.vocab, config.min_films)
     config = dataclasses.replace(config, vocab_size=len(vocabulary))
     train_data = batches(vocabulary, config.max_length, train_tokens, splits["train"][1], config.batch_size,
                          config.seed, True)
@@ -236,7 +250,7 @@ def train(config, args):
           f"reviews truncated to {config.max_length} words")
     vectors, vector_seconds = initial_embedding(config, vocabulary, train_tokens, corpus.get("unlabelled", []))
 
-    model = run.fit(lambda: build_model(config, vectors), train_data, val_data,
+    model = run.fit(lambda: build_model(config, vectors, language_model), train_data, val_data,
                     keras.losses.BinaryCrossentropy(from_logits=True),
                     [keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")],
                     average_tails=(0.5,) if config.average_weights else ())
@@ -258,8 +272,11 @@ def card_entries(config, corpus, splits, vocabulary, vector_seconds, result):
                                          + ("films (whole films held out)" if films else "reviews"),
                       **{k: len(v[0]) for k, v in splits.items()}},
             "vocabulary": len(vocabulary),
-            "embedding_init": ({"method": word_vectors.METHOD, "reviews": "training split + unlabelled",
-                                "seconds": round(vector_seconds, 1)} if config.embedding_init == "ppmi" else "random"),
+            "embedding_init": ({"method": "pretrained review language model (trainers.pretrain): embedding "
+                                          "and encoder", "folder": config.pretrained} if config.pretrained
+                               else {"method": word_vectors.METHOD, "reviews": "training split + unlabelled",
+                                     "seconds": round(vector_seconds, 1)} if config.embedding_init == "ppmi"
+                               else "random"),
             "explanation": "integrated gradients on the word embeddings (zero baseline), scores in logits",
             "test": result}
 
