@@ -201,6 +201,19 @@ def load_splits(config):
     return splits, corpus
 
 
+def starting_point(config, train_tokens, films):
+    """`(config, vocabulary, language model or None)`: with `--pretrained`, the folder's `ReviewLM`
+    with its vocabulary (built the same way) and sizes; else the training reviews' vocabulary."""
+    language_model = None
+    if config.pretrained:
+        language_model, sides, _ = artifacts.load(config.pretrained, ("vocabulary.json",), model_class=ReviewLM)
+        vocabulary, c = Vocabulary.from_json(sides["vocabulary.json"]), language_model.config
+        config = dataclasses.replace(config, embedding_dim=c.embedding_dim, units=c.units, cell=c.cell)
+    else:
+        vocabulary = build_vocabulary(train_tokens, films, config.vocab, config.min_films)
+    return dataclasses.replace(config, vocab_size=len(vocabulary)), vocabulary, language_model
+
+
 def initial_embedding(config, vocabulary, train_tokens, unlabelled_texts):
     """`(vectors (vocab, embedding_dim) or None, seconds)`: PPMI-SVD word vectors of the training and
     unlabelled reviews for `--embedding-init ppmi`."""
@@ -234,14 +247,7 @@ def train(config, args):
     print(f"IMDB ({config.source}): " + ", ".join(f"{k} {len(v[0])}" for k, v in splits.items()) + " reviews"
           + (f"; validation holds out {len(set(splits['validation'][2]))} whole films" if films else ""))
     train_tokens = [review_tokens(t) for t in splits["train"][0]]
-    language_model = None
-    if config.pretrained:  # its vocabulary (built the same way) and its sizes
-        language_model, sides, _ = artifacts.load(config.pretrained, ("vocabulary.json",), model_class=ReviewLM)
-        vocabulary, c = Vocabulary.from_json(sides["vocabulary.json"]), language_model.config
-        config = dataclasses.replace(config, embedding_dim=c.embedding_dim, units=c.units, cell=c.cell)
-    else:
-        vocabulary = build_vocabulary(train_tokens, films, config.vocab, config.min_films)
-    config = dataclasses.replace(config, vocab_size=len(vocabulary))
+    config, vocabulary, language_model = starting_point(config, train_tokens, films)
     train_data = batches(vocabulary, config.max_length, train_tokens, splits["train"][1], config.batch_size,
                          config.seed, True)
     val_data = batches(vocabulary, config.max_length, [review_tokens(t) for t in splits["validation"][0]],
