@@ -1,6 +1,8 @@
 """Sentiment model: learning, padding invariance, HTML, explanations, save/load across backends,
 and awkward inputs (empty, huge, non-English, emoji)."""
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -86,6 +88,45 @@ def test_awkward_inputs_give_a_probability(trained, text):
     (probability,) = trained.predict([text])
     assert 0.0 <= probability <= 1.0
     assert len(trained.explain(text, steps=4, max_steps=8)["words"]) <= trained.max_length
+
+
+def test_adversarial_perturbation_raises_the_loss_more_than_a_random_one(trained):
+    config = dataclasses.replace(trained.model.config, adversarial=3.0)
+    model = SentimentNet(config)
+    model.build()
+    model.set_weights(trained.model.get_weights())
+    texts, labels = synthetic_reviews(64, seed=2)
+    ids, labels = trained.encode(texts), labels[:, None]
+
+    def loss_of(embedded):
+        logits = model.call_embedded(embedded, ops.not_equal(ids, 0))
+        return float(ops.mean(keras.losses.binary_crossentropy(labels, logits, from_logits=True)))
+
+    embedded = model.embedding(ids)
+    size = 3.0 * float(ops.std(model.embedding.embeddings))
+    noise = np.random.default_rng(0).normal(size=embedded.shape) * (ids != 0)[..., None]
+    noise *= size / np.sqrt((noise ** 2).sum(axis=(1, 2), keepdims=True))
+    adversarial = float(model.adversarial_loss(ids, labels))  # no dropout in this model: deterministic
+    assert adversarial > loss_of(embedded + ops.convert_to_tensor(noise, embedded.dtype)) + 0.01
+    assert adversarial > loss_of(embedded) + 0.01
+    # Training adds it to the compiled loss; evaluation does not.
+    model.compile(loss=keras.losses.BinaryCrossentropy(from_logits=True))
+    clean = float(model.compute_loss(ids, labels, model(ids), training=False))
+    assert float(model.compute_loss(ids, labels, model(ids), training=True)) == pytest.approx(clean + adversarial,
+                                                                                              rel=1e-4)
+
+
+def test_adversarial_training_learns_on_every_backend():
+    keras.utils.set_random_seed(1)
+    texts, labels = synthetic_reviews(256)
+    vocabulary = Vocabulary.build([t.split() for t in texts])
+    model = SentimentNet(SentimentNetConfig(vocab_size=len(vocabulary), embedding_dim=8, units=8, max_length=32,
+                                            adversarial=2.0))
+    classifier = SentimentClassifier(model, vocabulary)
+    model.compile(keras.optimizers.Adam(0.02), keras.losses.BinaryCrossentropy(from_logits=True))
+    model.fit(classifier.encode(texts), labels[:, None], epochs=6, batch_size=64, verbose=0)
+    test_texts, test_labels = synthetic_reviews(200, seed=1)
+    assert np.mean((classifier.predict(test_texts) > 0.5) == test_labels) >= 0.95
 
 
 @pytest.mark.parametrize("text", ["", "   \n\t ", "<br /><br />"])

@@ -31,6 +31,8 @@ class PretrainConfig(ReviewLMConfig):
     vocab: int = setting(20000, "most frequent training words kept (as trainers.sentiment)", quick=5000)
     min_films: int = setting(5, "keep only words used in reviews of at least this many films (as trainers.sentiment)",
                              quick=1)
+    embedding_init: str = setting("ppmi", "start the embedding from word vectors of the same reviews (as "
+                                          "trainers.sentiment) or at random", choices=("ppmi", "random"))
     max_length: int = setting(400, "words read per review (a longer one keeps its beginning and end)", quick=200)
     epochs: int = training_setting("epochs", 2)
     batch_size: int = training_setting("batch_size", 64)
@@ -72,6 +74,15 @@ def review_batches(vocabulary, token_lists, config, shuffle):
     return LengthBatches([len(r) for r in rows], make_batch, config.batch_size, config.seed, shuffle)
 
 
+def build_model(config, vectors=None):
+    """A built `ReviewLM`, its embedding started from `vectors` `(vocab, embedding_dim)` if given."""
+    model = ReviewLM(config)
+    model.build()
+    if vectors is not None:
+        model.embedding.embeddings.assign(vectors)
+    return model
+
+
 def train(config, args):
     run = TrainingRun(config, args.out, args.resume)
     splits, corpus = sentiment.load_splits(sentiment.SentimentConfig(
@@ -85,11 +96,17 @@ def train(config, args):
     val_data = review_batches(vocabulary, [review_tokens(t) for t in splits["validation"][0]], config, False)
     print(f"{len(train_tokens)} training and {len(unlabelled)} unlabelled reviews; vocabulary {len(vocabulary)} words, "
           f"{config.head_words} output classes; {len(train_data)} batches of {config.batch_size}")
-    model = run.fit(lambda: ReviewLM(config), train_data, val_data, loss=None)
+    vectors, vector_seconds = None, 0.0
+    if config.embedding_init == "ppmi":
+        vectors, vector_seconds = sentiment.initial_embedding(config.embedding_dim, config.seed, vocabulary,
+                                                              train_tokens + unlabelled)
+    model = run.fit(lambda: build_model(config, vectors), train_data, val_data, loss=None)
     run.save(PretrainedEncoder(model, vocabulary), run.card(
         model, task="review language model (pretrains trainers.sentiment's encoder)",
         corpus={"training reviews": len(train_tokens), "unlabelled reviews": len(unlabelled),
-                "validation reviews": len(splits["validation"][0])}, vocabulary=len(vocabulary)))
+                "validation reviews": len(splits["validation"][0])}, vocabulary=len(vocabulary),
+        embedding_init=({"method": sentiment.word_vectors.METHOD, "seconds": round(vector_seconds, 1)}
+                        if vectors is not None else "random")))
     return 0
 
 

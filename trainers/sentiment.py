@@ -72,8 +72,11 @@ class SentimentConfig(SentimentNetConfig):
 
 
 def build_parser():
-    return cli.config_parser(SentimentConfig, "python -m trainers.sentiment", __doc__.splitlines()[0],
-                             "saved_models/sentiment-imdb", "label<TAB>review lines (1 positive, 0 negative)")
+    p = cli.config_parser(SentimentConfig, "python -m trainers.sentiment", __doc__.splitlines()[0],
+                          "saved_models/sentiment-imdb", "label<TAB>review lines (1 positive, 0 negative)")
+    p.add_argument("--no-test", action="store_true", help="leave the test split unread (runs that choose settings "
+                                                            "on validation; the card then has no test entry)")
+    return p
 
 
 def build_vocabulary(token_lists, films, max_size, min_films):
@@ -181,7 +184,7 @@ def load_splits(config):
     the training films, so validation holds out whole films too, and early stopping sees the
     situation of the test. TFDS's copy has no film ids; it falls back to random reviews.
     """
-    corpus = data.load_imdb(config.source, unlabelled=config.embedding_init == "ppmi",
+    corpus = data.load_imdb(config.source, unlabelled=config.embedding_init == "ppmi" and not config.pretrained,
                             max_unlabelled=config.max_examples)
     texts, labels = corpus["train"]
     test_texts, test_labels = corpus["test"]
@@ -214,14 +217,12 @@ def starting_point(config, train_tokens, films):
     return dataclasses.replace(config, vocab_size=len(vocabulary)), vocabulary, language_model
 
 
-def initial_embedding(config, vocabulary, train_tokens, unlabelled_texts):
-    """`(vectors (vocab, embedding_dim) or None, seconds)`: PPMI-SVD word vectors of the training and
-    unlabelled reviews for `--embedding-init ppmi`."""
-    if config.embedding_init != "ppmi" or config.pretrained:
-        return None, 0.0
+def initial_embedding(dimensions, seed, vocabulary, token_lists):
+    """`(vectors (vocab, dimensions), seconds)`: PPMI-SVD word vectors of tokenised reviews, the
+    training and unlabelled ones (`--embedding-init ppmi`, here and in `trainers.pretrain`)."""
     start = time.time()
-    rows = [vocabulary.encode(tokens) for tokens in train_tokens + [review_tokens(t) for t in unlabelled_texts]]
-    vectors = word_vectors.ppmi_svd_vectors(rows, len(vocabulary), config.embedding_dim, seed=config.seed)
+    rows = [vocabulary.encode(tokens) for tokens in token_lists]
+    vectors = word_vectors.ppmi_svd_vectors(rows, len(vocabulary), dimensions, seed=seed)
     seconds = time.time() - start
     print(f"word vectors from {len(rows)} reviews ({sum(map(len, rows))} words) in {seconds:.0f} s")
     return vectors, seconds
@@ -254,15 +255,19 @@ def train(config, args):
                        splits["validation"][1], config.batch_size, config.seed, False)
     print(f"vocabulary {len(vocabulary)} words; {len(train_data)} training batches of {config.batch_size}; "
           f"reviews truncated to {config.max_length} words")
-    vectors, vector_seconds = initial_embedding(config, vocabulary, train_tokens, corpus.get("unlabelled", []))
+    vectors, vector_seconds = None, 0.0
+    if config.embedding_init == "ppmi" and not config.pretrained:
+        vectors, vector_seconds = initial_embedding(config.embedding_dim, config.seed, vocabulary,
+                                                    train_tokens + [review_tokens(t) for t in corpus["unlabelled"]])
 
     model = run.fit(lambda: build_model(config, vectors, language_model), train_data, val_data,
                     keras.losses.BinaryCrossentropy(from_logits=True),
                     [keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")],
                     average_tails=(0.5,) if config.average_weights else ())
     classifier = SentimentClassifier(model, vocabulary)
-    result = metrics(splits["test"][1], classifier.predict(splits["test"][0], batch_size=128))
-    print_metrics("test", result)
+    result = None if args.no_test else metrics(splits["test"][1], classifier.predict(splits["test"][0], 128))
+    if result:
+        print_metrics("test", result)
     run.save(classifier, run.card(model, **card_entries(config, corpus, splits, vocabulary, vector_seconds, result)))
     return 0
 
