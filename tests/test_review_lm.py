@@ -1,5 +1,7 @@
 """The review language model that pretrains the sentiment encoder (`models.review_lm`)."""
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -80,3 +82,26 @@ def test_the_sentiment_trainer_starts_from_a_pretrained_folder(tmp_path):
     for ours, theirs in zip(net.encoder.forward_layer.get_weights() + net.embedding.get_weights(),
                             model.forward_rnn.get_weights() + model.embedding.get_weights()):
         np.testing.assert_array_equal(ours, theirs)
+
+
+def test_head_warmup_trains_the_output_layer_alone_then_unfreezes(tmp_path):
+    """`--head-warmup N`: N steps move the head only; the pretrained embedding and encoder are
+    untouched by them and trainable again for the run itself."""
+    from runtime.text import Vocabulary
+    from trainers import sentiment
+
+    model = small_lm()
+    vocabulary = Vocabulary.build([[f"w{i}" for i in range(12)]])  # 16 ids with the specials
+    rng = np.random.default_rng(0)
+    reviews = [[f"w{i}" for i in rng.integers(0, 12, size=int(rng.integers(3, 9)))] for _ in range(32)]
+    data = sentiment.batches(vocabulary, 10, reviews, rng.integers(0, 2, size=32), 8, 0, True)
+    config = sentiment.SentimentConfig(vocab_size=16, embedding_dim=6, units=5, pretrained="lm", head_warmup=3)
+    keras.utils.set_random_seed(3)
+    start = sentiment.build_model(dataclasses.replace(config, head_warmup=0), None, model, data)
+    keras.utils.set_random_seed(3)
+    net = sentiment.build_model(config, None, model, data)
+    for ours, theirs in zip(net.encoder.forward_layer.get_weights() + net.embedding.get_weights(),
+                            model.forward_rnn.get_weights() + model.embedding.get_weights()):
+        np.testing.assert_array_equal(ours, theirs)
+    assert not np.allclose(net.head.get_weights()[0], start.head.get_weights()[0])
+    assert net.encoder.trainable and net.embedding.trainable

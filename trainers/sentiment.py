@@ -29,7 +29,7 @@ from models.review_lm import ReviewLM
 from models.sentiment import SentimentNet, SentimentNetConfig
 from runtime.text import Vocabulary, review_tokens, truncate
 from trainers import data, word_vectors
-from trainers.batching import LengthBatches, pad
+from trainers.batching import LengthBatches, fit_input, pad
 from trainers.training import TrainingRun, data_parallel_setting, precision_setting, training_setting
 
 VALIDATION_FRACTION = 0.1
@@ -57,6 +57,9 @@ class SentimentConfig(SentimentNetConfig):
     pretrained: str | None = setting(None, "start the embedding and the encoder from a review language model folder "
                                            "(python -m trainers.pretrain); its vocabulary and sizes then hold",
                                      kind="text", shown="none")
+    head_warmup: int = setting(0, "with --pretrained: steps that train only the output layer before the whole network "
+                                  "(a random head's first gradients would otherwise scramble the pretrained "
+                                  "encoder; ULMFiT's gradual unfreezing, first stage)", kind="int")
     freeze_embedding: bool = setting(False, "keep the ppmi word vectors fixed in training (no: they are fine-tuned)")
     average_weights: bool = setting(True, "average the weights over the second half of training "
                                           "(trainers/averaging.py) and keep the mean if its validation loss is lower")
@@ -228,17 +231,33 @@ def initial_embedding(dimensions, seed, vocabulary, token_lists):
     return vectors, seconds
 
 
-def build_model(config, vectors, language_model=None):
-    """A built `SentimentNet`: its embedding and encoder from `language_model` (a `ReviewLM`), or
-    its embedding from `vectors` (frozen with `--freeze-embedding`)."""
+def build_model(config, vectors, language_model=None, train_data=None):
+    """A built `SentimentNet`: its embedding and encoder from `language_model` (a `ReviewLM`), the
+    head then warmed up on `train_data` (`--head-warmup`), or its embedding from `vectors` (frozen
+    with `--freeze-embedding`)."""
     model = SentimentNet(config)
     model.build()
     if language_model is not None:
         language_model.transfer_to(model)
+        if config.head_warmup > 0:
+            warm_up_head(model, train_data, config)
     elif vectors is not None:
         model.embedding.embeddings.assign(vectors)
         model.embedding.trainable = not config.freeze_embedding
     return model
+
+
+def warm_up_head(model, train_data, config):
+    """Train only the output layer for `config.head_warmup` steps (Adam at the run's learning rate),
+    the embedding and the pretrained encoder frozen; then everything is trainable again."""
+    frozen = (model.embedding, model.encoder)
+    for layer in frozen:
+        layer.trainable = False
+    model.compile(keras.optimizers.Adam(config.learning_rate), keras.losses.BinaryCrossentropy(from_logits=True))
+    print(f"head warm-up: {config.head_warmup} steps with the embedding and the encoder frozen")
+    model.fit(fit_input(train_data), steps_per_epoch=config.head_warmup, epochs=1, verbose=2)
+    for layer in frozen:
+        layer.trainable = True
 
 
 def train(config, args):
@@ -260,7 +279,7 @@ def train(config, args):
         vectors, vector_seconds = initial_embedding(config.embedding_dim, config.seed, vocabulary,
                                                     train_tokens + [review_tokens(t) for t in corpus["unlabelled"]])
 
-    model = run.fit(lambda: build_model(config, vectors, language_model), train_data, val_data,
+    model = run.fit(lambda: build_model(config, vectors, language_model, train_data), train_data, val_data,
                     keras.losses.BinaryCrossentropy(from_logits=True),
                     [keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")],
                     average_tails=(0.5,) if config.average_weights else ())
@@ -303,6 +322,8 @@ def main(argv=None):
     cli.output_folders(args, "sentiment-imdb")
     if args.evaluate:
         return evaluate(config, args)
+    if config.head_warmup and not config.pretrained:
+        raise cli.UsageError("--head-warmup needs --pretrained (it protects a pretrained encoder)")
     if config.freeze_embedding and config.embedding_init == "random":
         raise cli.UsageError("--freeze-embedding needs --embedding-init ppmi (a random embedding must learn)")
     return train(config, args)
