@@ -113,14 +113,16 @@ class SentimentNet(artifacts.PortableModel, keras.Model):
         mask = ops.not_equal(ids, 0)
         embedded = self.embedding(ids)  # (batch, time, embedding_dim)
 
+        def losses(points, training):  # (batch,): one cross-entropy per review
+            logits = ops.cast(self.call_embedded(points, mask, training=training), "float32")
+            return keras.losses.binary_crossentropy(labels, logits, from_logits=True)
+
         def clean_loss(points):  # each review's loss depends on its own row only: one gradient for all
-            logits = self.call_embedded(points, mask, training=False)
-            return ops.sum(keras.losses.binary_crossentropy(labels, ops.cast(logits, "float32"), from_logits=True))
+            return ops.sum(losses(points, training=False))
 
         gradient = ops.stop_gradient(layers.value_and_grad(clean_loss, ops.stop_gradient(embedded))[1][0])
         gradient = ops.cast(gradient, "float32")
         norm = ops.sqrt(ops.sum(ops.square(gradient), axis=(1, 2), keepdims=True))  # (batch, 1, 1)
         size = self.config.adversarial * ops.stop_gradient(ops.std(ops.cast(self.embedding.embeddings, "float32")))
         perturbation = ops.cast(size * gradient / (norm + 1e-12), embedded.dtype)
-        logits = self.call_embedded(embedded + perturbation, mask, training=True)
-        return ops.mean(keras.losses.binary_crossentropy(labels, ops.cast(logits, "float32"), from_logits=True))
+        return ops.mean(losses(embedded + perturbation, training=True))

@@ -12,14 +12,13 @@ from trainers import cli  # noqa: I001 - first: sets environment variables read 
 
 import dataclasses
 
-
-from models import artifacts  # noqa: E402
-from models.config import setting  # noqa: E402
-from models.review_lm import ReviewLM, ReviewLMConfig  # noqa: E402
-from runtime.text import review_tokens, truncate  # noqa: E402
-from trainers import sentiment  # noqa: E402
-from trainers.batching import LengthBatches, pad  # noqa: E402
-from trainers.training import TrainingRun, data_parallel_setting, precision_setting, training_setting  # noqa: E402
+from models import artifacts
+from models.config import setting
+from models.review_lm import ReviewLM, ReviewLMConfig
+from runtime.text import review_tokens, truncate
+from trainers import sentiment
+from trainers.batching import LengthBatches, pad
+from trainers.training import TrainingRun, data_parallel_setting, precision_setting, training_setting
 
 
 @dataclasses.dataclass
@@ -96,10 +95,7 @@ def train(config, args):
     val_data = review_batches(vocabulary, [review_tokens(t) for t in splits["validation"][0]], config, False)
     print(f"{len(train_tokens)} training and {len(unlabelled)} unlabelled reviews; vocabulary {len(vocabulary)} words, "
           f"{config.head_words} output classes; {len(train_data)} batches of {config.batch_size}")
-    vectors, vector_seconds = None, 0.0
-    if config.embedding_init == "ppmi":
-        vectors, vector_seconds = sentiment.initial_embedding(config.embedding_dim, config.seed, vocabulary,
-                                                              train_tokens + unlabelled)
+    vectors, vector_seconds = sentiment.initial_embedding(config, vocabulary, train_tokens + unlabelled)
     model = run.fit(lambda: build_model(config, vectors), train_data, val_data, loss=None)
     run.save(PretrainedEncoder(model, vocabulary), run.card(
         model, task="review language model (pretrains trainers.sentiment's encoder)",

@@ -207,25 +207,27 @@ def load_splits(config):
     return splits, corpus
 
 
-def starting_point(config, train_tokens, films):
-    """`(config, vocabulary, language model or None)`: with `--pretrained`, the folder's `ReviewLM`
-    with its vocabulary (built the same way) and sizes; else the training reviews' vocabulary."""
-    language_model = None
-    if config.pretrained:
-        language_model, sides, _ = artifacts.load(config.pretrained, ("vocabulary.json",), model_class=ReviewLM)
-        vocabulary, c = Vocabulary.from_json(sides["vocabulary.json"]), language_model.config
-        config = dataclasses.replace(config, embedding_dim=c.embedding_dim, units=c.units, cell=c.cell)
-    else:
-        vocabulary = build_vocabulary(train_tokens, films, config.vocab, config.min_films)
-    return dataclasses.replace(config, vocab_size=len(vocabulary)), vocabulary, language_model
+def starting_point(config):
+    """`(config, vocabulary, language model)` of `--pretrained FOLDER`: its `ReviewLM`, its vocabulary
+    and its sizes; `(config, None, None)` without it (the vocabulary is then the training reviews')."""
+    if not config.pretrained:
+        return config, None, None
+    language_model, sides, _ = artifacts.load(config.pretrained, ("vocabulary.json",), model_class=ReviewLM)
+    vocabulary, c = Vocabulary.from_json(sides["vocabulary.json"]), language_model.config
+    config = dataclasses.replace(config, vocab_size=len(vocabulary), embedding_dim=c.embedding_dim, units=c.units,
+                                 cell=c.cell)
+    return config, vocabulary, language_model
 
 
-def initial_embedding(dimensions, seed, vocabulary, token_lists):
-    """`(vectors (vocab, dimensions), seconds)`: PPMI-SVD word vectors of tokenised reviews, the
-    training and unlabelled ones (`--embedding-init ppmi`, here and in `trainers.pretrain`)."""
+def initial_embedding(config, vocabulary, token_lists):
+    """`(vectors (vocab, embedding_dim) or None, seconds)`: with `--embedding-init ppmi`, PPMI-SVD
+    word vectors of tokenised reviews, the training and unlabelled ones (here and in
+    `trainers.pretrain`)."""
+    if config.embedding_init != "ppmi":
+        return None, 0.0
     start = time.time()
     rows = [vocabulary.encode(tokens) for tokens in token_lists]
-    vectors = word_vectors.ppmi_svd_vectors(rows, len(vocabulary), dimensions, seed=seed)
+    vectors = word_vectors.ppmi_svd_vectors(rows, len(vocabulary), config.embedding_dim, seed=config.seed)
     seconds = time.time() - start
     print(f"word vectors from {len(rows)} reviews ({sum(map(len, rows))} words) in {seconds:.0f} s")
     return vectors, seconds
@@ -262,23 +264,24 @@ def warm_up_head(model, train_data, config):
 
 def train(config, args):
     run = TrainingRun(config, args.out, args.resume)  # first: refuses a clash with an interrupted run at once
+    config, vocabulary, language_model = starting_point(config)  # before the corpus: a bad folder fails at once
     splits, corpus = load_splits(config)
     films = splits["train"][2]
     print(f"IMDB ({config.source}): " + ", ".join(f"{k} {len(v[0])}" for k, v in splits.items()) + " reviews"
           + (f"; validation holds out {len(set(splits['validation'][2]))} whole films" if films else ""))
     train_tokens = [review_tokens(t) for t in splits["train"][0]]
-    config, vocabulary, language_model = starting_point(config, train_tokens, films)
+    if vocabulary is None:
+        vocabulary = build_vocabulary(train_tokens, films, config.vocab, config.min_films)
+        config = dataclasses.replace(config, vocab_size=len(vocabulary))
     train_data = batches(vocabulary, config.max_length, train_tokens, splits["train"][1], config.batch_size,
                          config.seed, True)
     val_data = batches(vocabulary, config.max_length, [review_tokens(t) for t in splits["validation"][0]],
                        splits["validation"][1], config.batch_size, config.seed, False)
     print(f"vocabulary {len(vocabulary)} words; {len(train_data)} training batches of {config.batch_size}; "
           f"reviews truncated to {config.max_length} words")
-    vectors, vector_seconds = None, 0.0
-    if config.embedding_init == "ppmi" and not config.pretrained:
-        vectors, vector_seconds = initial_embedding(config.embedding_dim, config.seed, vocabulary,
-                                                    train_tokens + [review_tokens(t) for t in corpus["unlabelled"]])
-
+    unlabelled = [review_tokens(t) for t in corpus.get("unlabelled", [])]  # none with --pretrained
+    vectors, vector_seconds = (None, 0.0) if config.pretrained else initial_embedding(config, vocabulary,
+                                                                                      train_tokens + unlabelled)
     model = run.fit(lambda: build_model(config, vectors, language_model, train_data), train_data, val_data,
                     keras.losses.BinaryCrossentropy(from_logits=True),
                     [keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")],
@@ -322,6 +325,11 @@ def main(argv=None):
     cli.output_folders(args, "sentiment-imdb")
     if args.evaluate:
         return evaluate(config, args)
+    if config.head_warmup < 0:
+        raise cli.UsageError(f"--head-warmup must be 0 or more steps, got {config.head_warmup}")
+    if config.pretrained and config.freeze_embedding:
+        raise cli.UsageError("--freeze-embedding freezes ppmi word vectors; with --pretrained the embedding is the "
+                             "language model's and is fine-tuned")
     if config.head_warmup and not config.pretrained:
         raise cli.UsageError("--head-warmup needs --pretrained (it protects a pretrained encoder)")
     if config.freeze_embedding and config.embedding_init == "random":
