@@ -237,12 +237,21 @@ def test_trainer_runs_end_to_end_on_a_slice_of_imdb(tmp_path, capsys, monkeypatc
     monkeypatch.chdir(tmp_path)  # the trainer's checkpoints/ folder
 
     out = tmp_path / "sentiment"
-    assert trainer.main(["--max-examples", "300", "--epochs", "1", "--units", "4", "--embedding-dim", "8",
-                         "--vocab", "500", "--max-length", "60", "--out", str(out)]) == 0
+    tiny = ["--max-examples", "300", "--epochs", "1", "--units", "4", "--embedding-dim", "8", "--vocab", "500",
+            "--max-length", "60"]
+    assert trainer.main([*tiny, "--out", str(out)]) == 0
     card = json.loads((out / "card.json").read_text())
     assert 100 < card["vocabulary"] <= 500 and card["split"]["validation"] > 0 and card["test"]["examples"] == 300
     assert card["embedding_init"]["reviews"] == "training split + unlabelled"
     assert card["settings"]["freeze_embedding"] is False and "used" in card["weight_average"]
+    teaching = card["self_training"]  # the default: a teacher trained first, its labels on 300 unlabelled reviews
+    assert teaching["unlabelled_reviews"] == 300 and 0 < teaching["mean_probability"] < 1
+    assert teaching["teacher_best_val_loss"] > 0 and not (out / "teacher").exists()  # kept in the card only
+    assert len(card["training"]["history"]["loss"]) == 1  # --student-epochs 1
+    student = tmp_path / "student"  # a saved classifier as the teacher
+    assert trainer.main([*tiny, "--teacher", str(out), "--out", str(student), "--no-test"]) == 0
+    card = json.loads((student / "card.json").read_text())
+    assert card["self_training"]["teacher"] == str(out) and card["test"] is None and out.exists()
     reviews = tmp_path / "reviews.tsv"
     reviews.write_text("1\tA wonderful, moving film.\n0\tDull and far too long.<br />Avoid.\n", encoding="utf-8")
     capsys.readouterr()
@@ -258,6 +267,17 @@ def test_bad_flag_combinations_are_one_line_usage_errors():
         trainer.main(["--source", "tfds", "--min-films", "3"])
     with pytest.raises(cli.UsageError, match="needs --embedding-init ppmi"):
         trainer.main(["--embedding-init", "random", "--freeze-embedding"])
+    with pytest.raises(cli.UsageError, match="--teacher needs --self-training"):
+        trainer.main(["--no-self-training", "--teacher", "saved_models/sentiment-imdb"])
+
+
+def test_accuracy_counts_a_soft_label_as_its_rounded_choice():
+    from trainers.sentiment import label_accuracy
+
+    metric = label_accuracy()
+    metric.update_state(np.array([[0.9], [0.2], [1.0], [0.4]], "float32"), np.array([[2.0], [-1.0], [-3.0], [0.5]],
+                                                                                      "float32"))
+    assert float(metric.result()) == pytest.approx(0.5)  # right, right, wrong, wrong
 
 
 def test_tail_weight_average_is_the_mean_of_the_last_steps():
