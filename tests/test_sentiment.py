@@ -246,7 +246,7 @@ def test_trainer_runs_end_to_end_on_a_slice_of_imdb(tmp_path, capsys, monkeypatc
     assert card["settings"]["freeze_embedding"] is False and "used" in card["weight_average"]
     teaching = card["self_training"]  # the default: a teacher trained first, its labels on 300 unlabelled reviews
     assert teaching["unlabelled_reviews"] == 300 and 0 < teaching["mean_probability"] < 1
-    assert teaching["teacher_best_val_loss"] > 0 and not (out / "teacher").exists()  # kept in the card only
+    assert teaching["teacher_val_loss"] > 0 and not (out / "teacher").exists()  # kept in the card only
     assert len(card["training"]["history"]["loss"]) == 1  # --student-epochs 1
     student = tmp_path / "student"  # a saved classifier as the teacher
     assert trainer.main([*tiny, "--teacher", str(out), "--out", str(student), "--no-test"]) == 0

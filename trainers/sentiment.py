@@ -1,6 +1,6 @@
 """Train and evaluate the IMDB sentiment classifier: `python -m trainers.sentiment`.
 
-    python -m trainers.sentiment                       # defaults: about 8 minutes on a 2-core CPU (JAX)
+    python -m trainers.sentiment                       # defaults: about 22 minutes on a 2-core CPU (JAX)
     python -m trainers.sentiment --quick               # smoke run of a few minutes
     python -m trainers.sentiment --source tfds         # read TensorFlow Datasets' imdb_reviews instead
     python -m trainers.sentiment --evaluate --model saved_models/sentiment-imdb --test-file my.tsv
@@ -367,10 +367,11 @@ def teach(config, args, fit_teacher, unlabelled_texts):
     confident = float(np.mean((probabilities > 0.9) | (probabilities < 0.1)))
     print(f"self-training: {len(probabilities)} unlabelled reviews labelled in {time.time() - start:.0f} s "
           f"(mean probability {probabilities.mean():.3f}; {confident:.1%} beyond 0.9 or 0.1)")
-    training = (teacher.card or {}).get("training", {})
+    training, average = teacher.card.get("training", {}), teacher.card.get("weight_average") or {}
+    kept_loss = (average.get("val_loss") or {}).get(average.get("kept"), training.get("best_val_loss"))
     return probabilities, {
         "teacher": config.teacher or "trained in this run on the labelled reviews (same settings)",
-        "teacher_best_val_loss": training.get("best_val_loss"), "teacher_minutes": round(trained_seconds / 60, 1),
+        "teacher_val_loss": kept_loss, "teacher_minutes": round(trained_seconds / 60, 1),
         "unlabelled_reviews": len(probabilities), "labels": "teacher probabilities (soft)",
         "mean_probability": round(float(probabilities.mean()), 4), "confident_share": round(confident, 4),
         "student_epochs": config.student_epochs}
