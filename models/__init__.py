@@ -7,7 +7,8 @@ Per task, the network (a Keras model taking one config dataclass) and the object
   served by `models.translator` (`Translator`: strings in, strings out) over the subword pieces
   of `models.subwords` (`SubwordVocabulary`, keras_hub's SentencePiece tokenizer).
 - sentiment: `models.sentiment` (`SentimentNet`, `SentimentNetConfig`), served by
-  `models.classifier` (`SentimentClassifier`: probabilities and explanations).
+  `models.classifier` (`SentimentClassifier`: probabilities and explanations), its encoder
+  pretrained by `models.review_lm` (`ReviewLM`: forward and backward language models of reviews).
 - generation: `models.char_lm` (`CharLM`, `CharLMConfig`, `CharVocabulary`), served by
   `models.generator` (`CharGenerator`, sampling, streaming `Session`s).
 - gradient lab: `models.gradient_flow` (the adding and recall tasks and the gradient-norm probes).
@@ -26,12 +27,14 @@ by itself when it meets a class name.) These modules import Keras, layers/ and N
 else, and do no work at import.
 """
 
-from models import char_lm, sentiment, seq2seq  # noqa: F401 - registers the saved classes
+from models import char_lm, review_lm, sentiment, seq2seq  # noqa: F401 - registers the saved classes
 from models.char_lm import CharLM
 from models.classifier import SentimentClassifier
 from models.generator import CharGenerator
+from models.review_lm import ReviewLM
 from models.sentiment import SentimentNet
 from models.seq2seq import Seq2SeqAttention
 from models.translator import Translator
 
-__all__ = ["CharGenerator", "CharLM", "Seq2SeqAttention", "SentimentClassifier", "SentimentNet", "Translator"]
+__all__ = ["CharGenerator", "CharLM", "ReviewLM", "Seq2SeqAttention", "SentimentClassifier", "SentimentNet",
+           "Translator"]

@@ -1,6 +1,8 @@
 """Sentiment model: learning, padding invariance, HTML, explanations, save/load across backends,
 and awkward inputs (empty, huge, non-English, emoji)."""
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -86,6 +88,45 @@ def test_awkward_inputs_give_a_probability(trained, text):
     (probability,) = trained.predict([text])
     assert 0.0 <= probability <= 1.0
     assert len(trained.explain(text, steps=4, max_steps=8)["words"]) <= trained.max_length
+
+
+def test_adversarial_perturbation_raises_the_loss_more_than_a_random_one(trained):
+    config = dataclasses.replace(trained.model.config, adversarial=3.0)
+    model = SentimentNet(config)
+    model.build()
+    model.set_weights(trained.model.get_weights())
+    texts, labels = synthetic_reviews(64, seed=2)
+    ids, labels = trained.encode(texts), labels[:, None]
+
+    def loss_of(embedded):
+        logits = model.call_embedded(embedded, ops.not_equal(ids, 0))
+        return float(ops.mean(keras.losses.binary_crossentropy(labels, logits, from_logits=True)))
+
+    embedded = model.embedding(ids)
+    size = 3.0 * float(ops.std(model.embedding.embeddings))
+    noise = np.random.default_rng(0).normal(size=embedded.shape) * (ids != 0)[..., None]
+    noise *= size / np.sqrt((noise ** 2).sum(axis=(1, 2), keepdims=True))
+    adversarial = float(model.adversarial_loss(ids, labels))  # no dropout in this model: deterministic
+    assert adversarial > loss_of(embedded + ops.convert_to_tensor(noise, embedded.dtype)) + 0.01
+    assert adversarial > loss_of(embedded) + 0.01
+    # Training adds it to the compiled loss; evaluation does not.
+    model.compile(loss=keras.losses.BinaryCrossentropy(from_logits=True))
+    clean = float(model.compute_loss(ids, labels, model(ids), training=False))
+    assert float(model.compute_loss(ids, labels, model(ids), training=True)) == pytest.approx(clean + adversarial,
+                                                                                              rel=1e-4)
+
+
+def test_adversarial_training_learns_on_every_backend():
+    keras.utils.set_random_seed(1)
+    texts, labels = synthetic_reviews(256)
+    vocabulary = Vocabulary.build([t.split() for t in texts])
+    model = SentimentNet(SentimentNetConfig(vocab_size=len(vocabulary), embedding_dim=8, units=8, max_length=32,
+                                            adversarial=2.0))
+    classifier = SentimentClassifier(model, vocabulary)
+    model.compile(keras.optimizers.Adam(0.02), keras.losses.BinaryCrossentropy(from_logits=True))
+    model.fit(classifier.encode(texts), labels[:, None], epochs=6, batch_size=64, verbose=0)
+    test_texts, test_labels = synthetic_reviews(200, seed=1)
+    assert np.mean((classifier.predict(test_texts) > 0.5) == test_labels) >= 0.95
 
 
 @pytest.mark.parametrize("text", ["", "   \n\t ", "<br /><br />"])
@@ -196,12 +237,21 @@ def test_trainer_runs_end_to_end_on_a_slice_of_imdb(tmp_path, capsys, monkeypatc
     monkeypatch.chdir(tmp_path)  # the trainer's checkpoints/ folder
 
     out = tmp_path / "sentiment"
-    assert trainer.main(["--max-examples", "300", "--epochs", "1", "--units", "4", "--embedding-dim", "8",
-                         "--vocab", "500", "--max-length", "60", "--out", str(out)]) == 0
+    tiny = ["--max-examples", "300", "--epochs", "1", "--units", "4", "--embedding-dim", "8", "--vocab", "500",
+            "--max-length", "60"]
+    assert trainer.main([*tiny, "--out", str(out)]) == 0
     card = json.loads((out / "card.json").read_text())
     assert 100 < card["vocabulary"] <= 500 and card["split"]["validation"] > 0 and card["test"]["examples"] == 300
     assert card["embedding_init"]["reviews"] == "training split + unlabelled"
     assert card["settings"]["freeze_embedding"] is False and "used" in card["weight_average"]
+    teaching = card["self_training"]  # the default: a teacher trained first, its labels on 300 unlabelled reviews
+    assert teaching["unlabelled_reviews"] == 300 and 0 < teaching["mean_probability"] < 1
+    assert teaching["teacher_val_loss"] > 0 and not (out / "teacher").exists()  # kept in the card only
+    assert len(card["training"]["history"]["loss"]) == 1  # --student-epochs 1
+    student = tmp_path / "student"  # a saved classifier as the teacher
+    assert trainer.main([*tiny, "--teacher", str(out), "--out", str(student), "--no-test"]) == 0
+    card = json.loads((student / "card.json").read_text())
+    assert card["self_training"]["teacher"] == str(out) and card["test"] is None and out.exists()
     reviews = tmp_path / "reviews.tsv"
     reviews.write_text("1\tA wonderful, moving film.\n0\tDull and far too long.<br />Avoid.\n", encoding="utf-8")
     capsys.readouterr()
@@ -217,6 +267,17 @@ def test_bad_flag_combinations_are_one_line_usage_errors():
         trainer.main(["--source", "tfds", "--min-films", "3"])
     with pytest.raises(cli.UsageError, match="needs --embedding-init ppmi"):
         trainer.main(["--embedding-init", "random", "--freeze-embedding"])
+    with pytest.raises(cli.UsageError, match="--teacher needs --self-training"):
+        trainer.main(["--no-self-training", "--teacher", "saved_models/sentiment-imdb"])
+
+
+def test_accuracy_counts_a_soft_label_as_its_rounded_choice():
+    from trainers.sentiment import label_accuracy
+
+    metric = label_accuracy()
+    metric.update_state(np.array([[0.9], [0.2], [1.0], [0.4]], "float32"), np.array([[2.0], [-1.0], [-3.0], [0.5]],
+                                                                                      "float32"))
+    assert float(metric.result()) == pytest.approx(0.5)  # right, right, wrong, wrong
 
 
 def test_tail_weight_average_is_the_mean_of_the_last_steps():

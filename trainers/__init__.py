@@ -3,6 +3,8 @@
 - `trainers.translate`: Spanish <-> English translation (BLEU and chrF on the test split).
 - `trainers.sentiment`: IMDB sentiment classification.
 - `trainers.generate`: the character-level Shakespeare language model.
+- `trainers.pretrain`: the sentiment encoder pretrained as forward and backward language models of
+  the training and unlabelled reviews (`models.review_lm`).
 - `trainers.gradients`: the gradient-flow lab (plots and results.json, no saved model).
 - `trainers.cli`: flags made from a trainer's config, the `--out`/`--model`/`--evaluate` rules and
   one-line errors.

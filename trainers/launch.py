@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 
-TASKS = ("translate", "sentiment", "generate")
+TASKS = ("translate", "sentiment", "generate", "pretrain")
 GRACE_SECONDS = 10  # after SIGTERM, before SIGKILL
 
 
@@ -36,7 +36,7 @@ def build_parser():
     p.add_argument("--port", type=cli.positive_int, help="coordinator port on localhost (default: a free one)")
     p.add_argument("--time-limit", type=cli.positive_float, dest="time_limit",
                    help="stop every process after this many seconds (default: no limit)")
-    p.add_argument("command", nargs=argparse.REMAINDER, help="-- TASK [flags]: translate, sentiment or generate")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- TASK [flags]: " + ", ".join(TASKS))
     return p
 
 

@@ -1,6 +1,6 @@
 """Train and evaluate the IMDB sentiment classifier: `python -m trainers.sentiment`.
 
-    python -m trainers.sentiment                       # defaults: about 8 minutes on a 2-core CPU (JAX)
+    python -m trainers.sentiment                       # defaults: about 22 minutes on a 2-core CPU (JAX)
     python -m trainers.sentiment --quick               # smoke run of a few minutes
     python -m trainers.sentiment --source tfds         # read TensorFlow Datasets' imdb_reviews instead
     python -m trainers.sentiment --evaluate --model saved_models/sentiment-imdb --test-file my.tsv
@@ -17,18 +17,22 @@ from trainers import cli  # noqa: I001 - sets the environment before TensorFlow/
 import collections
 import dataclasses
 import os
+import shutil
 import time
 
 import keras
 import numpy as np
+from keras import ops
 
+from models import artifacts
 from models.classifier import SentimentClassifier
 from models.config import setting
+from models.review_lm import ReviewLM
 from models.sentiment import SentimentNet, SentimentNetConfig
 from runtime.text import Vocabulary, review_tokens, truncate
 from trainers import data, word_vectors
-from trainers.batching import LengthBatches, pad
 from trainers import cluster
+from trainers.batching import LengthBatches, fit_input, pad
 from trainers.training import TrainingRun, data_parallel_setting, precision_setting, training_setting
 
 VALIDATION_FRACTION = 0.1
@@ -42,8 +46,15 @@ class SentimentConfig(SentimentNetConfig):
     Chosen on the film-held-out validation split (benchmarks/RESULTS.md lists every run): with the
     embedding started from word vectors, a second pass at a high learning rate already memorises
     the training reviews; two epochs with the cosine decay ending in the second had the lowest
-    loss, and the mean of the weights over the second epoch lower still.
+    loss, and the mean of the weights over the second epoch lower still. Adversarial training
+    (2.5 embedding standard deviations) and then self-training on the unlabelled reviews (one
+    epoch of a fresh student) lowered it further: validation loss 0.2692 -> 0.2593 -> 0.2469,
+    accuracy 0.8886 -> 0.8948 -> 0.9059. A pretrained language model did not (`--pretrained`).
     """
+
+    adversarial: float = setting(2.5, "adversarial training: size of the perturbation of each embedded review, in "
+                                      "standard deviations of the embedding (Miyato et al. 2016; 0: off)",
+                                 kind="nonnegative")
 
     source: str = setting("keras", "corpus reader: the aclImdb archive through the Keras cache or TFDS imdb_reviews",
                           choices=("keras", "tfds"))
@@ -53,6 +64,19 @@ class SentimentConfig(SentimentNetConfig):
     embedding_init: str = setting("ppmi", "start the embedding from word vectors of the training and the 50,000 "
                                           "unlabelled reviews (ppmi: SVD of positive PMI, trainers/word_vectors.py) "
                                           "or at random", choices=("ppmi", "random"))
+    pretrained: str | None = setting(None, "start the embedding and the encoder from a review language model folder "
+                                           "(python -m trainers.pretrain); its vocabulary and sizes then hold",
+                                     kind="text", shown="none")
+    head_warmup: int = setting(0, "with --pretrained: steps that train only the output layer before the whole network "
+                                  "(a random head's first gradients would otherwise scramble the pretrained "
+                                  "encoder; ULMFiT's gradual unfreezing, first stage)", kind="int")
+    self_training: bool = setting(True, "self-training: train a first model (the teacher) on the labelled reviews, "
+                                        "label the 50,000 unlabelled reviews with its probabilities, then train the "
+                                        "final model afresh on both", quick=False)
+    student_epochs: int = setting(1, "with --self-training: epochs of the final model over the labelled and "
+                                     "unlabelled reviews", kind="positive_int")
+    teacher: str | None = setting(None, "with --self-training: label the unlabelled reviews with this saved classifier "
+                                        "instead of training a teacher", kind="text", shown="none")
     freeze_embedding: bool = setting(False, "keep the ppmi word vectors fixed in training (no: they are fine-tuned)")
     average_weights: bool = setting(True, "average the weights over the second half of training "
                                           "(trainers/averaging.py) and keep the mean if its validation loss is lower")
@@ -68,8 +92,11 @@ class SentimentConfig(SentimentNetConfig):
 
 
 def build_parser():
-    return cli.config_parser(SentimentConfig, "python -m trainers.sentiment", __doc__.splitlines()[0],
-                             "saved_models/sentiment-imdb", "label<TAB>review lines (1 positive, 0 negative)")
+    p = cli.config_parser(SentimentConfig, "python -m trainers.sentiment", __doc__.splitlines()[0],
+                          "saved_models/sentiment-imdb", "label<TAB>review lines (1 positive, 0 negative)")
+    p.add_argument("--no-test", action="store_true", help="leave the test split unread (runs that choose settings "
+                                                            "on validation; the card then has no test entry)")
+    return p
 
 
 def build_vocabulary(token_lists, films, max_size, min_films):
@@ -177,7 +204,8 @@ def load_splits(config):
     the training films, so validation holds out whole films too, and early stopping sees the
     situation of the test. TFDS's copy has no film ids; it falls back to random reviews.
     """
-    corpus = data.load_imdb(config.source, unlabelled=config.embedding_init == "ppmi",
+    corpus = data.load_imdb(config.source, unlabelled=config.self_training or (config.embedding_init == "ppmi"
+                                                                            and not config.pretrained),
                             max_unlabelled=config.max_examples)
     texts, labels = corpus["train"]
     test_texts, test_labels = corpus["test"]
@@ -197,59 +225,161 @@ def load_splits(config):
     return splits, corpus
 
 
-def initial_embedding(config, vocabulary, train_tokens, unlabelled_texts):
-    """`(vectors (vocab, embedding_dim) or None, seconds)`: PPMI-SVD word vectors of the training and
-    unlabelled reviews for `--embedding-init ppmi`."""
+def starting_point(config):
+    """`(config, vocabulary, language model)` of `--pretrained FOLDER`: its `ReviewLM`, its vocabulary
+    and its sizes; `(config, None, None)` without it (the vocabulary is then the training reviews')."""
+    if not config.pretrained:
+        return config, None, None
+    language_model, sides, _ = artifacts.load(config.pretrained, ("vocabulary.json",), model_class=ReviewLM)
+    vocabulary, c = Vocabulary.from_json(sides["vocabulary.json"]), language_model.config
+    config = dataclasses.replace(config, vocab_size=len(vocabulary), embedding_dim=c.embedding_dim, units=c.units,
+                                 cell=c.cell)
+    return config, vocabulary, language_model
+
+
+def initial_embedding(config, vocabulary, token_lists):
+    """`(vectors (vocab, embedding_dim) or None, seconds)`: with `--embedding-init ppmi`, PPMI-SVD
+    word vectors of tokenised reviews, the training and unlabelled ones (here and in
+    `trainers.pretrain`)."""
     if config.embedding_init != "ppmi":
         return None, 0.0
     start = time.time()
-    rows = [vocabulary.encode(tokens) for tokens in train_tokens + [review_tokens(t) for t in unlabelled_texts]]
+    rows = [vocabulary.encode(tokens) for tokens in token_lists]
     vectors = word_vectors.ppmi_svd_vectors(rows, len(vocabulary), config.embedding_dim, seed=config.seed)
     seconds = time.time() - start
     print(f"word vectors from {len(rows)} reviews ({sum(map(len, rows))} words) in {seconds:.0f} s")
     return vectors, seconds
 
 
-def build_model(config, vectors):
-    """A built `SentimentNet`, its embedding started from `vectors` (frozen with `--freeze-embedding`)."""
+def build_model(config, vectors, language_model=None, train_data=None):
+    """A built `SentimentNet`: its embedding and encoder from `language_model` (a `ReviewLM`), the
+    head then warmed up on `train_data` (`--head-warmup`), or its embedding from `vectors` (frozen
+    with `--freeze-embedding`)."""
     model = SentimentNet(config)
     model.build()
-    if vectors is not None:
+    if language_model is not None:
+        language_model.transfer_to(model)
+        if config.head_warmup > 0:
+            warm_up_head(model, train_data, config)
+    elif vectors is not None:
         model.embedding.embeddings.assign(vectors)
         model.embedding.trainable = not config.freeze_embedding
     return model
 
 
+def warm_up_head(model, train_data, config):
+    """Train only the output layer for `config.head_warmup` steps (Adam at the run's learning rate),
+    the embedding and the pretrained encoder frozen; then everything is trainable again."""
+    frozen = (model.embedding, model.encoder)
+    for layer in frozen:
+        layer.trainable = False
+    model.compile(keras.optimizers.Adam(config.learning_rate), keras.losses.BinaryCrossentropy(from_logits=True))
+    print(f"head warm-up: {config.head_warmup} steps with the embedding and the encoder frozen")
+    model.fit(fit_input(train_data), steps_per_epoch=config.head_warmup, epochs=1, verbose=2)
+    for layer in frozen:
+        layer.trainable = True
+
+
 def train(config, args):
     # first: starts the multi-process engine, and refuses a clash with an interrupted run at once
     run = TrainingRun(config, args.out, args.resume, cluster.from_args(args))
+    config, vocabulary, language_model = starting_point(config)  # before the corpus: a bad folder fails at once
     splits, corpus = load_splits(config)
     films = splits["train"][2]
     print(f"IMDB ({config.source}): " + ", ".join(f"{k} {len(v[0])}" for k, v in splits.items()) + " reviews"
           + (f"; validation holds out {len(set(splits['validation'][2]))} whole films" if films else ""))
     train_tokens = [review_tokens(t) for t in splits["train"][0]]
-    vocabulary = build_vocabulary(train_tokens, films, config.vocab, config.min_films)
-    config = dataclasses.replace(config, vocab_size=len(vocabulary))
+    if vocabulary is None:
+        vocabulary = build_vocabulary(train_tokens, films, config.vocab, config.min_films)
+        config = dataclasses.replace(config, vocab_size=len(vocabulary))
+    unlabelled = [review_tokens(t) for t in corpus.get("unlabelled", [])]
     train_data = batches(vocabulary, config.max_length, train_tokens, splits["train"][1], config.batch_size,
                          config.seed, True)
     val_data = batches(vocabulary, config.max_length, [review_tokens(t) for t in splits["validation"][0]],
                        splits["validation"][1], config.batch_size, config.seed, False)
     print(f"vocabulary {len(vocabulary)} words; {len(train_data)} training batches of {config.batch_size}; "
           f"reviews truncated to {config.max_length} words")
-    vectors, vector_seconds = initial_embedding(config, vocabulary, train_tokens, corpus.get("unlabelled", []))
+    vectors, vector_seconds = (None, 0.0) if config.pretrained else initial_embedding(config, vocabulary,
+                                                                                      train_tokens + unlabelled)
+    def fit(run, data, epochs=None):
+        return run.fit(lambda: build_model(config, vectors, language_model, train_data), data, val_data,
+                       keras.losses.BinaryCrossentropy(from_logits=True), [label_accuracy()],
+                       average_tails=(0.5,) if config.average_weights else (), epochs=epochs)
 
-    model = run.fit(lambda: build_model(config, vectors), train_data, val_data,
-                    keras.losses.BinaryCrossentropy(from_logits=True),
-                    [keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")],
-                    average_tails=(0.5,) if config.average_weights else ())
+    teaching = None
+    if config.self_training:
+        probabilities, teaching = teach(config, args, lambda run: SentimentClassifier(fit(run, train_data), vocabulary),
+                                        corpus["unlabelled"])
+        keras.utils.set_random_seed(config.seed)  # the student starts alike, whether the teacher was trained or loaded
+        train_data = batches(vocabulary, config.max_length, train_tokens + unlabelled,
+                             np.concatenate([np.asarray(splits["train"][1], "float32"), probabilities]),
+                             config.batch_size, config.seed, True)
+        print(f"student: {len(train_data)} batches of labelled and teacher-labelled reviews, "
+              f"{config.student_epochs} epoch(s)")
+    model = fit(run, train_data, config.student_epochs if config.self_training else None)
     classifier = SentimentClassifier(model, vocabulary)
-    result = metrics(splits["test"][1], classifier.predict(splits["test"][0], batch_size=128))
-    print_metrics("test", result)
-    run.save(classifier, run.card(model, **card_entries(config, corpus, splits, vocabulary, vector_seconds, result)))
+    result = None if args.no_test else metrics(splits["test"][1], classifier.predict(splits["test"][0], 128))
+    if result:
+        print_metrics("test", result)
+    card = card_entries(config, corpus, splits, vocabulary, vector_seconds, result, teaching)
+    run.save(classifier, run.card(model, **card))
+    if teaching and not config.teacher and run.cluster.is_chief:
+        shutil.rmtree(teacher_folder(config, args), ignore_errors=True)  # its record is in the card
     return 0
 
 
-def card_entries(config, corpus, splits, vocabulary, vector_seconds, result):
+def label_accuracy():
+    """Accuracy against the labels rounded to 0 or 1: a teacher's probability counts as its
+    choice (Keras' `BinaryAccuracy` would count a label of 0.8 wrong whatever the prediction)."""
+    def accuracy(labels, logits):
+        return keras.metrics.binary_accuracy(ops.cast(ops.greater(labels, 0.5), "float32"), logits, threshold=0.0)
+
+    return keras.metrics.MeanMetricWrapper(accuracy, name="accuracy")
+
+
+def teacher_folder(config, args):
+    return config.teacher or os.path.join(args.out, "teacher")
+
+
+def teach(config, args, fit_teacher, unlabelled_texts):
+    """`(probabilities (n,), record)` of self-training's first stage: the probability that each
+    unlabelled review is positive, by the teacher, and the card's record of it.
+
+    The teacher is `--teacher FOLDER`, or a classifier trained here on the labelled reviews alone
+    (`fit_teacher(run)`, with this run's settings) and saved in `<out>/teacher` until the final
+    model is saved: a `--resume`d run then reuses it. Soft labels (probabilities, not 0 or 1) carry
+    the teacher's doubt to the student, as in knowledge distillation (Hinton et al. 2015); the
+    student, trained afresh with dropout and adversarial noise, learns from 50,000 more reviews
+    (noisy-student self-training, Xie et al. 2020)."""
+    folder = teacher_folder(config, args)
+    start = time.time()
+    if config.teacher or os.path.exists(os.path.join(folder, "card.json")):
+        teacher = SentimentClassifier.load(folder)
+        print(f"self-training: teacher {folder} (trained earlier)")
+    else:
+        teacher_config = dataclasses.replace(config, self_training=False)
+        run = TrainingRun(teacher_config, folder, args.resume, cluster.from_args(args))
+        print("self-training: the teacher, on the labelled reviews")
+        teacher = fit_teacher(run)
+        teacher.card = run.card(teacher.model, task="self-training teacher (trainers.sentiment)")
+        run.save(teacher, teacher.card)
+    trained_seconds = time.time() - start
+    start = time.time()
+    probabilities = np.asarray(teacher.predict(unlabelled_texts, 128), dtype="float32").reshape(-1)
+    confident = float(np.mean((probabilities > 0.9) | (probabilities < 0.1)))
+    print(f"self-training: {len(probabilities)} unlabelled reviews labelled in {time.time() - start:.0f} s "
+          f"(mean probability {probabilities.mean():.3f}; {confident:.1%} beyond 0.9 or 0.1)")
+    training, average = teacher.card.get("training", {}), teacher.card.get("weight_average") or {}
+    kept_loss = (average.get("val_loss") or {}).get(average.get("kept"), training.get("best_val_loss"))
+    return probabilities, {
+        "teacher": config.teacher or "trained in this run on the labelled reviews (same settings)",
+        "teacher_val_loss": kept_loss, "teacher_minutes": round(trained_seconds / 60, 1),
+        "unlabelled_reviews": len(probabilities), "labels": "teacher probabilities (soft)",
+        "mean_probability": round(float(probabilities.mean()), 4), "confident_share": round(confident, 4),
+        "student_epochs": config.student_epochs}
+
+
+def card_entries(config, corpus, splits, vocabulary, vector_seconds, result, teaching=None):
     """What the card says of this task besides the shared entries (`TrainingRun.card`)."""
     films = splits["train"][2]
     return {"task": "sentiment classification (positive / negative movie reviews)",
@@ -260,8 +390,12 @@ def card_entries(config, corpus, splits, vocabulary, vector_seconds, result):
                                          + ("films (whole films held out)" if films else "reviews"),
                       **{k: len(v[0]) for k, v in splits.items()}},
             "vocabulary": len(vocabulary),
-            "embedding_init": ({"method": word_vectors.METHOD, "reviews": "training split + unlabelled",
-                                "seconds": round(vector_seconds, 1)} if config.embedding_init == "ppmi" else "random"),
+            "embedding_init": ({"method": "pretrained review language model (trainers.pretrain): embedding "
+                                          "and encoder", "folder": config.pretrained} if config.pretrained
+                               else {"method": word_vectors.METHOD, "reviews": "training split + unlabelled",
+                                     "seconds": round(vector_seconds, 1)} if config.embedding_init == "ppmi"
+                               else "random"),
+            "self_training": teaching,
             "explanation": "integrated gradients on the word embeddings (zero baseline), scores in logits",
             "test": result}
 
@@ -277,6 +411,17 @@ def main(argv=None):
     cli.output_folders(args, "sentiment-imdb")
     if args.evaluate:
         return evaluate(config, args)
+    if config.head_warmup < 0:
+        raise cli.UsageError(f"--head-warmup must be 0 or more steps, got {config.head_warmup}")
+    if config.pretrained and config.freeze_embedding:
+        raise cli.UsageError("--freeze-embedding freezes ppmi word vectors; with --pretrained the embedding is the "
+                             "language model's and is fine-tuned")
+    if config.teacher and not config.self_training:
+        raise cli.UsageError("--teacher needs --self-training (the teacher labels the unlabelled reviews for it)")
+    if config.head_warmup and cluster.from_args(args).distributed:
+        raise cli.UsageError("--head-warmup runs in a single process (its short fit is not distributed)")
+    if config.head_warmup and not config.pretrained:
+        raise cli.UsageError("--head-warmup needs --pretrained (it protects a pretrained encoder)")
     if config.freeze_embedding and config.embedding_init == "random":
         raise cli.UsageError("--freeze-embedding needs --embedding-init ppmi (a random embedding must learn)")
     return train(config, args)

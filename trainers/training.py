@@ -87,7 +87,8 @@ class TrainingRun:
         self.started = time.time()
         self.hardware, self.fit_seconds, self.averaging = None, 0.0, "off"
 
-    def fit(self, build_model, train_data, validation_data, loss, metrics=(), callbacks=(), average_tails=()):
+    def fit(self, build_model, train_data, validation_data, loss, metrics=(), callbacks=(), average_tails=(),
+            epochs=None):
         """Train the model `build_model()` returns (built: `BackupAndRestore` needs its weights)
         and return it with the weights of its best validation loss.
 
@@ -96,9 +97,11 @@ class TrainingRun:
         so the last epochs refine instead of bouncing. With `average_tails` (shares of the last
         steps, `trainers.averaging`), the mean weights of each tail are tried against the best
         checkpoint, and whichever has the lowest validation loss is kept (the card records it).
+        `epochs` replaces the config's (a second stage of a run: `trainers.sentiment`'s student).
         """
         c = self.config
-        averager = TailWeightAverage(c.epochs * len(train_data), average_tails) if average_tails else None
+        epochs = epochs or c.epochs
+        averager = TailWeightAverage(epochs * len(train_data), average_tails) if average_tails else None
         callbacks = [*callbacks, averager] if averager else list(callbacks)
         callbacks.append(ResumedDataOrder(train_data))
         scope, self.hardware = devices.setup(c, self.engine)
@@ -106,14 +109,14 @@ class TrainingRun:
             model = build_model()
             if not model.built:
                 model.build()
-            schedule = keras.optimizers.schedules.CosineDecay(c.learning_rate, c.epochs * len(train_data), alpha=0.05)
+            schedule = keras.optimizers.schedules.CosineDecay(c.learning_rate, epochs * len(train_data), alpha=0.05)
             model.compile(keras.optimizers.Adam(schedule, clipnorm=c.clipnorm), loss=loss, metrics=list(metrics))
         engine_callbacks = self.engine.prepare(model)  # first: they may change the logs the others read
         validation_data = self.engine.validation_input(validation_data)
         start = time.time()
         # shuffle=False: the batches shuffle themselves each epoch (Keras would only reorder them again)
         model.fit(fit_input(self.engine.train_input(train_data)), shuffle=False,
-                  validation_data=fit_input(validation_data), epochs=c.epochs,
+                  validation_data=fit_input(validation_data), epochs=epochs,
                   callbacks=engine_callbacks + self.checkpoints.callbacks(c.patience) + list(callbacks), verbose=1)
         self.fit_seconds = time.time() - start
         self.engine.barrier("fit done")  # process 0 has written the best checkpoint
