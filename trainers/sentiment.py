@@ -303,7 +303,7 @@ def train(config, args):
                                                                                       train_tokens + unlabelled)
     def fit(run, data, epochs=None):
         return run.fit(lambda: build_model(config, vectors, language_model, train_data), data, val_data,
-                       keras.losses.BinaryCrossentropy(from_logits=True), [label_accuracy()],
+                       keras.losses.BinaryCrossentropy(from_logits=True), [accuracy],
                        average_tails=(0.5,) if config.average_weights else (), epochs=epochs)
 
     teaching = None
@@ -328,13 +328,11 @@ def train(config, args):
     return 0
 
 
-def label_accuracy():
+def accuracy(labels, logits):
     """Accuracy against the labels rounded to 0 or 1: a teacher's probability counts as its
-    choice (Keras' `BinaryAccuracy` would count a label of 0.8 wrong whatever the prediction)."""
-    def accuracy(labels, logits):
-        return keras.metrics.binary_accuracy(ops.cast(ops.greater(labels, 0.5), "float32"), logits, threshold=0.0)
-
-    return keras.metrics.MeanMetricWrapper(accuracy, name="accuracy")
+    choice (Keras' `BinaryAccuracy` would count a label of 0.8 wrong whatever the prediction). A
+    function, so that `compile` makes its metric inside the devices' scope (`TrainingRun.fit`)."""
+    return keras.metrics.binary_accuracy(ops.cast(ops.greater(labels, 0.5), "float32"), logits, threshold=0.0)
 
 
 def teacher_folder(config, args):
@@ -418,6 +416,11 @@ def main(argv=None):
                              "language model's and is fine-tuned")
     if config.teacher and not config.self_training:
         raise cli.UsageError("--teacher needs --self-training (the teacher labels the unlabelled reviews for it)")
+    if (config.self_training and not config.teacher and cluster.from_args(args).distributed
+            and keras.backend.backend() == "tensorflow"):
+        raise cli.UsageError("on TensorFlow, several processes train one model per run (a second one fails in "
+                             "MultiWorkerMirroredStrategy's collectives): add --no-self-training, or --teacher FOLDER "
+                             "with a teacher trained first")
     if config.head_warmup and cluster.from_args(args).distributed:
         raise cli.UsageError("--head-warmup runs in a single process (its short fit is not distributed)")
     if config.head_warmup and not config.pretrained:

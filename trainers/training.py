@@ -98,6 +98,8 @@ class TrainingRun:
         steps, `trainers.averaging`), the mean weights of each tail are tried against the best
         checkpoint, and whichever has the lowest validation loss is kept (the card records it).
         `epochs` replaces the config's (a second stage of a run: `trainers.sentiment`'s student).
+        `metrics` are names or functions: `compile` then makes their variables inside the devices'
+        scope, as several devices and processes need (a metric object made before would not be).
         """
         c = self.config
         epochs = epochs or c.epochs
