@@ -367,7 +367,8 @@ def teach(config, args, fit_teacher, unlabelled_texts):
     confident = float(np.mean((probabilities > 0.9) | (probabilities < 0.1)))
     print(f"self-training: {len(probabilities)} unlabelled reviews labelled in {time.time() - start:.0f} s "
           f"(mean probability {probabilities.mean():.3f}; {confident:.1%} beyond 0.9 or 0.1)")
-    training, average = teacher.card.get("training", {}), teacher.card.get("weight_average") or {}
+    training, average = teacher.card.get("training", {}), teacher.card.get("weight_average")
+    average = average if isinstance(average, dict) else {}  # "off" with --no-average-weights
     kept_loss = (average.get("val_loss") or {}).get(average.get("kept"), training.get("best_val_loss"))
     return probabilities, {
         "teacher": config.teacher or "trained in this run on the labelled reviews (same settings)",
