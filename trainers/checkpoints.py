@@ -33,13 +33,14 @@ class RunCheckpoints:
         out: the saved-model folder the run will write.
         resume: whether to continue an interrupted run (`--resume`).
         writer: whether this process writes the checkpoints (process 0 of several,
-            `trainers.cluster`); the others only read them, to resume. `begin()` then writes
-            `run.json`, once every process has read the earlier one.
+            `trainers.cluster`); the others only read them, to resume.
+        begin: write `run.json` at once; `False` leaves it to `begin()`, called once every
+            process has read the earlier one (`TrainingRun`).
         writing: a context manager factory that every weight save runs in (the multi-process
             engine's `Engine.writing`: a save by one process alone must not be collective).
     """
 
-    def __init__(self, settings, out, resume=False, writer=True, writing=contextlib.nullcontext):
+    def __init__(self, settings, out, resume=False, writer=True, writing=contextlib.nullcontext, begin=True):
         self.folder = os.path.join(out, "checkpoints")
         self.resume, self.writer, self.writing = resume, writer, writing
         self.best_path = os.path.join(self.folder, "best.weights.h5")
@@ -66,6 +67,8 @@ class RunCheckpoints:
             print(f"warning: --resume: no interrupted run in {self.folder}; starting afresh", file=sys.stderr)
         self.sessions = (earlier or {}).get("sessions", 0) + 1
         self.epoch_seconds = (earlier or {}).get("epoch_seconds", {})
+        if begin:
+            self.begin()
 
     def begin(self):
         """Start the run's record (the writing process only)."""

@@ -79,7 +79,7 @@ class TrainingRun:
         self.config, self.out, self.cluster = config, out, cluster
         self.engine = clusters.engine_for(cluster)  # started here: before anything else touches the backend
         self.checkpoints = RunCheckpoints(config.to_dict(), out, resume, writer=cluster.is_chief,
-                                          writing=self.engine.writing)
+                                          writing=self.engine.writing, begin=False)
         self.engine.barrier("checkpoints read")  # every process has read them before process 0 writes
         self.checkpoints.begin()
         keras.utils.set_random_seed(config.seed)
