@@ -285,47 +285,59 @@ def train(config, args):
     run = TrainingRun(config, args.out, args.resume, cluster.from_args(args))
     config, vocabulary, language_model = starting_point(config)  # before the corpus: a bad folder fails at once
     splits, corpus = load_splits(config)
-    films = splits["train"][2]
-    print(f"IMDB ({config.source}): " + ", ".join(f"{k} {len(v[0])}" for k, v in splits.items()) + " reviews"
-          + (f"; validation holds out {len(set(splits['validation'][2]))} whole films" if films else ""))
-    train_tokens = [review_tokens(t) for t in splits["train"][0]]
-    if vocabulary is None:
-        vocabulary = build_vocabulary(train_tokens, films, config.vocab, config.min_films)
-        config = dataclasses.replace(config, vocab_size=len(vocabulary))
-    unlabelled = [review_tokens(t) for t in corpus.get("unlabelled", [])]
-    train_data = batches(vocabulary, config.max_length, train_tokens, splits["train"][1], config.batch_size,
-                         config.seed, True)
-    val_data = batches(vocabulary, config.max_length, [review_tokens(t) for t in splits["validation"][0]],
-                       splits["validation"][1], config.batch_size, config.seed, False)
-    print(f"vocabulary {len(vocabulary)} words; {len(train_data)} training batches of {config.batch_size}; "
-          f"reviews truncated to {config.max_length} words")
-    vectors, vector_seconds = (None, 0.0) if config.pretrained else initial_embedding(config, vocabulary,
-                                                                                      train_tokens + unlabelled)
+    config, vocabulary, tokens = tokenise(config, splits, corpus, vocabulary)
+    train_data, val_data = (batches(vocabulary, config.max_length, tokens[k], splits[k][1], config.batch_size,
+                                    config.seed, k == "train") for k in ("train", "validation"))
+    vectors, vector_seconds = (None, 0.0) if config.pretrained else initial_embedding(
+        config, vocabulary, tokens["train"] + tokens["unlabelled"])
+
     def fit(run, data, epochs=None):
         return run.fit(lambda: build_model(config, vectors, language_model, train_data), data, val_data,
                        keras.losses.BinaryCrossentropy(from_logits=True), [accuracy],
                        average_tails=(0.5,) if config.average_weights else (), epochs=epochs)
 
     teaching = None
-    if config.self_training:
-        probabilities, teaching = teach(config, args, lambda run: SentimentClassifier(fit(run, train_data), vocabulary),
-                                        corpus["unlabelled"])
-        keras.utils.set_random_seed(config.seed)  # the student starts alike, whether the teacher was trained or loaded
-        train_data = batches(vocabulary, config.max_length, train_tokens + unlabelled,
-                             np.concatenate([np.asarray(splits["train"][1], "float32"), probabilities]),
-                             config.batch_size, config.seed, True)
-        print(f"student: {len(train_data)} batches of labelled and teacher-labelled reviews, "
-              f"{config.student_epochs} epoch(s)")
+    if config.self_training:  # the teacher fits on the labelled reviews, the student on both
+        train_data, teaching = student_data(config, args, fit, train_data, vocabulary, tokens, splits, corpus)
     model = fit(run, train_data, config.student_epochs if config.self_training else None)
     classifier = SentimentClassifier(model, vocabulary)
     result = None if args.no_test else metrics(splits["test"][1], classifier.predict(splits["test"][0], 128))
     if result:
         print_metrics("test", result)
-    card = card_entries(config, corpus, splits, vocabulary, vector_seconds, result, teaching)
-    run.save(classifier, run.card(model, **card))
+    run.save(classifier, run.card(model, **card_entries(config, corpus, splits, vocabulary, vector_seconds, result,
+                                                        teaching)))
     if teaching and not config.teacher and run.cluster.is_chief:
         shutil.rmtree(teacher_folder(config, args), ignore_errors=True)  # its record is in the card
     return 0
+
+
+def tokenise(config, splits, corpus, vocabulary=None):
+    """`(config, vocabulary, tokens)`: the words of the training, validation and unlabelled reviews
+    (`tokens[split]`), and the vocabulary of the training reviews unless one is given."""
+    films = splits["train"][2]
+    print(f"IMDB ({config.source}): " + ", ".join(f"{k} {len(v[0])}" for k, v in splits.items()) + " reviews"
+          + (f"; validation holds out {len(set(splits['validation'][2]))} whole films" if films else ""))
+    tokens = {k: [review_tokens(t) for t in splits[k][0]] for k in ("train", "validation")}
+    tokens["unlabelled"] = [review_tokens(t) for t in corpus.get("unlabelled", [])]
+    if vocabulary is None:
+        vocabulary = build_vocabulary(tokens["train"], films, config.vocab, config.min_films)
+        config = dataclasses.replace(config, vocab_size=len(vocabulary))
+    print(f"vocabulary {len(vocabulary)} words; reviews truncated to {config.max_length} words")
+    return config, vocabulary, tokens
+
+
+def student_data(config, args, fit, labelled, vocabulary, tokens, splits, corpus):
+    """`(batches, record)` of self-training's second stage: the labelled reviews and the
+    unlabelled ones with the probabilities of the teacher (`teach`; `fit(run, labelled)` trains
+    it), and the card's record."""
+    probabilities, teaching = teach(config, args, lambda run: SentimentClassifier(fit(run, labelled), vocabulary),
+                                    corpus["unlabelled"])
+    keras.utils.set_random_seed(config.seed)  # the student starts alike, whether the teacher was trained or loaded
+    data = batches(vocabulary, config.max_length, tokens["train"] + tokens["unlabelled"],
+                   np.concatenate([np.asarray(splits["train"][1], "float32"), probabilities]),
+                   config.batch_size, config.seed, True)
+    print(f"student: {len(data)} batches of labelled and teacher-labelled reviews, {config.student_epochs} epoch(s)")
+    return data, teaching
 
 
 def accuracy(labels, logits):
