@@ -175,9 +175,12 @@ def test_two_processes_resume_an_interrupted_run(tmp_path):
     whole = launched(*flags, "--out", "whole", cwd=tmp_path)
     assert whole.returncode == 0, whole.stdout[-3000:] + whole.stderr[-2000:]
     # Interrupt a second run (Ctrl-C) as soon as its first epoch is checkpointed.
+    # The launcher must not inherit an ignored SIGINT (pytest-xdist's workers ignore it), or Python
+    # would never raise KeyboardInterrupt in it (as in test_e2e's Ctrl-C test).
     launcher = subprocess.Popen([sys.executable, "-m", "trainers.launch", "--processes", "2", "--", "generate",
                                  *flags, "--out", "cut"], cwd=tmp_path, env=environment(), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+                                stderr=subprocess.DEVNULL,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     backup = tmp_path / "cut" / "checkpoints" / "backup" / "training_metadata.json"
     deadline = time.time() + 300
     while not backup.exists() and launcher.poll() is None and time.time() < deadline:
