@@ -20,6 +20,7 @@ import sys
 import time
 
 BATCH, TIME, FEATURES, UNITS = 64, 100, 128, 256
+FIT_BATCHES = 20  # batches of one timed `fit` epoch
 GATES = {"LSTM": 4, "GRU": 3}
 
 
@@ -104,6 +105,29 @@ def time_keras(kind, masked, repeats):
     }
 
 
+def time_fit_epochs(kind, masked, epochs, batches=FIT_BATCHES):
+    """Seconds of whole `model.fit` epochs over `batches` batches, ours and built-in in turn
+    (after one warm-up epoch each): a second way to time them, with Keras' own loop, data
+    adapter and callbacks in the measurement. Returns `{"ours_fit_s": [...], "builtin_fit_s": [...]}`."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    n = batches * BATCH
+    x = rng.normal(size=(n, TIME, FEATURES)).astype("float32")
+    y = rng.normal(size=(n, 1)).astype("float32")
+    lengths = rng.integers(TIME // 2, TIME + 1, size=n)
+    inputs = [x, np.arange(TIME)[None] < lengths[:, None]] if masked else x
+    models = {"builtin": keras_model(kind, False, masked), "ours": keras_model(kind, True, masked)}
+    times = {name: [] for name in models}
+    for round_ in range(epochs + 1):
+        for name, model in models.items():
+            start = time.perf_counter()
+            model.fit(inputs, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+            if round_:  # the first epoch compiles
+                times[name].append(time.perf_counter() - start)
+    return {"ours_fit_s": times["ours"], "builtin_fit_s": times["builtin"]}
+
+
 def time_torch_reference(kind, repeats):
     import torch
 
@@ -128,7 +152,7 @@ def time_torch_reference(kind, repeats):
     return best_time(train_step, repeats), best_time(infer_step, repeats)
 
 
-def child(repeats):
+def child(repeats, fit_epochs):
     """Runs in a process whose KERAS_BACKEND is already set; prints one JSON line per result."""
     import keras
 
@@ -138,6 +162,8 @@ def child(repeats):
         for masked in (False, True):
             row = {"backend": backend, "kind": kind, "masked": masked}
             row.update(time_keras(kind, masked, repeats))
+            if fit_epochs:
+                row.update(time_fit_epochs(kind, masked, fit_epochs))
             print(json.dumps(row), flush=True)
         if backend == "torch":
             train, infer = time_torch_reference(kind, repeats)
@@ -145,11 +171,12 @@ def child(repeats):
                               "ref_infer_s": infer}), flush=True)
 
 
-def run_backends(backends, repeats):
+def run_backends(backends, repeats, fit_epochs):
     rows = []
     for backend in backends:
         env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
-        cmd = [sys.executable, "-m", "benchmarks.rnn_speed", "--child", "--repeats", str(repeats)]
+        cmd = [sys.executable, "-m", "benchmarks.rnn_speed", "--child", "--repeats", str(repeats),
+               "--fit-epochs", str(fit_epochs)]
         result = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if result.returncode != 0:
             sys.exit(f"benchmark failed on {backend}:\n{result.stderr[-3000:]}")
@@ -186,20 +213,45 @@ def format_table(rows):
     return "\n".join(lines)
 
 
+def format_fit_table(rows):
+    """Whole-epoch timings: each run's seconds, and the ratio built-in / ours (ours' speed-up) of
+    the best epochs and its range over the rounds (each round times both, one after the other)."""
+    lines = ["| backend | layer | mask | ours s/epoch (min-max) | built-in s/epoch (min-max) | ratio of bests | "
+             "ratio per round (min-max) |", "|---|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        if "ours_fit_s" not in r:
+            continue
+        ours, builtin = r["ours_fit_s"], r["builtin_fit_s"]
+        per_round = [b / o for o, b in zip(ours, builtin)]
+        lines.append(f"| {r['backend']} | {r['kind']} | {'yes' if r['masked'] else 'no'} "
+                     f"| {min(ours):.2f} ({min(ours):.2f}-{max(ours):.2f}) "
+                     f"| {min(builtin):.2f} ({min(builtin):.2f}-{max(builtin):.2f}) "
+                     f"| **{min(builtin) / min(ours):.2f}** | {min(per_round):.2f}-{max(per_round):.2f} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backends", nargs="+", default=["tensorflow", "jax", "torch"],
                         choices=["tensorflow", "jax", "torch"])
     parser.add_argument("--repeats", type=int, default=15, help="timed runs per measurement (median)")
+    parser.add_argument("--fit-epochs", type=int, default=3,
+                        help=f"also time this many whole fit epochs of {FIT_BATCHES} batches each, ours and built-in "
+                             "in turn (0: skip)")
     parser.add_argument("--json", help="also write the raw rows to this file")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        return child(args.repeats)
-    rows = run_backends(args.backends, args.repeats)
+        return child(args.repeats, args.fit_epochs)
+    rows = run_backends(args.backends, args.repeats, args.fit_epochs)
     print(f"batch {BATCH}, {TIME} steps, {FEATURES} inputs, {UNITS} units; ratio = ours / built-in throughput "
           "(median over rounds of the paired ratio)")
     print(format_table(rows))
+    fits = format_fit_table(rows)
+    if fits:
+        print(f"\nwhole fit epochs of {FIT_BATCHES} batches ({args.fit_epochs} per layer after a warm-up epoch); "
+              "ratio = built-in / ours seconds")
+        print(fits)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

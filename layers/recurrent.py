@@ -7,6 +7,10 @@ A layer runs a sequence in two stages:
 2. `run_recurrence`: a `keras.ops.scan` over time (or a Python loop with `unroll=True`) that does
    only the recurrent product and the gates, and holds the state at masked steps.
 
+On PyTorch both stages run instead in one of ATen's fused RNN kernels wherever those compute the
+layer (`layers/torch_recurrent.py`; oneDNN on a CPU, cuDNN on a GPU): torch has no compiled loop,
+so the generic path there is a Python loop of small operations.
+
 The layers subclass `keras.layers.RNN` for its bookkeeping (stateful state variables,
 `initial_state`, `return_state`, output shapes and masks, the `keras.layers.Bidirectional` protocol)
 and replace its `inner_loop`, which would call the full cell, input projection included, once per
@@ -27,6 +31,7 @@ import inspect
 import keras
 from keras import ops
 
+from layers import torch_recurrent
 from layers.cells import GRUCell, LSTMCell, SimpleRNNCell
 
 
@@ -89,7 +94,7 @@ def run_recurrence(
             # keras.ops.scan on TensorFlow needs the per-step output to mirror the carry.
             return new_states, (new_states if backend == "tensorflow" else new_states[0])
 
-        states, history = ops.scan(scan_step, states, (xs, masks) if masks is not None else xs)
+        states, history = ops.scan(scan_step, states, (xs, masks) if masks is not None else xs, unroll=SCAN_UNROLL)
         outputs = history[0] if backend == "tensorflow" else history  # (time, batch, units)
     if zero_output_for_mask and masks is not None:
         outputs = ops.where(masks, outputs, ops.zeros_like(outputs))
@@ -98,6 +103,8 @@ def run_recurrence(
 
 # Tests set this to check the backend fast paths against the generic keras.ops.scan path.
 _FORCE_GENERIC_LOOP = False
+# Steps per iteration of the compiled scan (JAX): fewer loop iterations, more code per iteration.
+SCAN_UNROLL = 1
 
 
 def _tensorflow_loop(masked_step, xs, masks, states):
@@ -211,6 +218,18 @@ class Recurrent(keras.layers.RNN):
             # these are cached tensors; None where that dropout is off.
             input_mask = self.cell.get_dropout_mask(sequences[:, 0, :])  # (batch, input_dim)
             recurrent_mask = self.cell.get_recurrent_dropout_mask(initial_state[0])  # (batch, units)
+        if keras.backend.backend() == "torch" and not _FORCE_GENERIC_LOOP and recurrent_mask is None:
+            fused = torch_recurrent.fused_recurrence(
+                self.cell,
+                sequences if input_mask is None else sequences * ops.expand_dims(input_mask, 1),
+                initial_state,
+                mask=mask,
+                go_backwards=self.go_backwards,
+                zero_output_for_mask=self.zero_output_for_mask,
+                states_used=self.return_state or self.stateful,
+            )
+            if fused is not None:
+                return fused
         inputs = ops.transpose(sequences, (1, 0, 2))  # (time, batch, features)
         if input_mask is not None:
             inputs = inputs * input_mask

@@ -22,6 +22,7 @@ from keras import ops
 import layers
 from models import artifacts
 from models.config import Config, cell_setting, rnn_impl_setting, setting
+from models.losses import replica_share
 
 
 @dataclasses.dataclass
@@ -91,7 +92,7 @@ class ReviewLM(artifacts.PortableModel, keras.Model):
         cross_entropy = keras.losses.sparse_categorical_crossentropy
         total = ops.sum(cross_entropy(following, forward, from_logits=True) * next_weight)
         total += ops.sum(cross_entropy(preceding, backward, from_logits=True) * previous_weight)
-        return total / ops.maximum(ops.sum(next_weight) + ops.sum(previous_weight), 1.0)
+        return replica_share(total / ops.maximum(ops.sum(next_weight) + ops.sum(previous_weight), 1.0))
 
     def transfer_to(self, sentiment_net):
         """Copy the embedding and both directions into a built `SentimentNet` of the same sizes."""

@@ -16,6 +16,7 @@ from keras import ops
 import layers
 from models import artifacts
 from models.config import Config, cell_setting, rnn_impl_setting, setting
+from models.losses import replica_share
 
 
 @dataclasses.dataclass
@@ -99,7 +100,7 @@ class SentimentNet(artifacts.PortableModel, keras.Model):
         under the embedding perturbation that raises it most (`adversarial_loss`)."""
         loss = super().compute_loss(x, y, y_pred, sample_weight, training=training)
         if training and self.config.adversarial > 0:
-            loss = loss + self.adversarial_loss(x, y)
+            loss = loss + replica_share(self.adversarial_loss(x, y))  # scaled as the compiled loss is
         return loss
 
     def adversarial_loss(self, ids, labels):

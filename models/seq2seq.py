@@ -23,6 +23,7 @@ from keras import ops
 from layers import BahdanauAttention, recurrent_layer_class
 from models import artifacts
 from models.config import Config, cell_setting, rnn_impl_setting, setting
+from models.losses import replica_share
 
 
 @dataclasses.dataclass
@@ -162,14 +163,15 @@ def masked_loss(y_true, y_pred, label_smoothing=0.0):
     """Cross-entropy of logits `y_pred (batch, T, vocab)` against ids `y_true (batch, T)`, averaged
     over the real (non-padding) tokens. With `label_smoothing` e the target is (1 - e) on the true
     id plus e spread evenly over the vocabulary (Szegedy et al., 2016), computed from the
-    log-probabilities rather than a one-hot target of the whole vocabulary."""
+    log-probabilities rather than a one-hot target of the whole vocabulary. A replica's share under
+    a TensorFlow strategy (`models.losses.replica_share`), as Keras' own losses are."""
     mask = ops.cast(ops.not_equal(y_true, 0), "float32")
     log_probs = ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1)
     true_log_prob = ops.squeeze(ops.take_along_axis(log_probs, ops.expand_dims(ops.cast(y_true, "int32"), -1), -1), -1)
     loss = -true_log_prob
     if label_smoothing:
         loss = (1.0 - label_smoothing) * loss - label_smoothing * ops.mean(log_probs, axis=-1)
-    return ops.sum(loss * mask) / ops.maximum(ops.sum(mask), 1.0)
+    return replica_share(ops.sum(loss * mask) / ops.maximum(ops.sum(mask), 1.0))
 
 
 def smoothed_masked_loss(label_smoothing):

@@ -269,9 +269,10 @@ def test_bad_flag_combinations_are_one_line_usage_errors():
         trainer.main(["--embedding-init", "random", "--freeze-embedding"])
     with pytest.raises(cli.UsageError, match="--teacher needs --self-training"):
         trainer.main(["--no-self-training", "--teacher", "saved_models/sentiment-imdb"])
-    if keras.backend.backend() == "tensorflow":  # one model per multi-worker run (README, several machines)
-        with pytest.raises(cli.UsageError, match="one model per run"):
-            trainer.main(["--processes", "2", "--process-index", "0"])
+    if keras.backend.backend() == "tensorflow":  # one model per distributed run (README, several machines)
+        for flags in (["--processes", "2", "--process-index", "0"], ["--data-parallel"]):
+            with pytest.raises(cli.UsageError, match="trains one model"):
+                trainer.main(flags)
 
 
 def test_accuracy_counts_a_soft_label_as_its_rounded_choice():

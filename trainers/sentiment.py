@@ -429,11 +429,11 @@ def main(argv=None):
                              "language model's and is fine-tuned")
     if config.teacher and not config.self_training:
         raise cli.UsageError("--teacher needs --self-training (the teacher labels the unlabelled reviews for it)")
-    if (config.self_training and not config.teacher and cluster.from_args(args).distributed
-            and keras.backend.backend() == "tensorflow"):
-        raise cli.UsageError("on TensorFlow, several processes train one model per run (a second one fails in "
-                             "MultiWorkerMirroredStrategy's collectives): add --no-self-training, or --teacher FOLDER "
-                             "with a teacher trained first")
+    if (config.self_training and not config.teacher and keras.backend.backend() == "tensorflow"
+            and (cluster.from_args(args).distributed or config.data_parallel)):
+        raise cli.UsageError("on TensorFlow, a distributed run trains one model (a second model's collectives clash "
+                             "with the first's, tensorflow/tensorflow#62790): add --no-self-training, or --teacher "
+                             "FOLDER with a teacher trained first")
     if config.head_warmup and cluster.from_args(args).distributed:
         raise cli.UsageError("--head-warmup runs in a single process (its short fit is not distributed)")
     if config.head_warmup and not config.pretrained:
