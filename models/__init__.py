@@ -17,8 +17,9 @@ What serves a network as text is Keras-free and lives in `runtime` (text, pieces
 sampling, each task's text side), shared with the ONNX runtime; `models.export` names what each
 task exports. Shared here: `models.config` (the config dataclasses' fields: defaults, help,
 `--quick` values), `models.compiled` (`compile_function`, one compiled inference function per backend;
-`bucket`, padded lengths) and `models.artifacts` (saved-model folders: `model.keras`, JSON side
-files, `card.json`).
+`bucket`, padded lengths), `models.losses` (`replica_share`: losses reduced by hand, scaled per
+replica under `tf.distribute` as Keras' own are) and `models.artifacts` (saved-model folders:
+`model.keras`, JSON side files, `card.json`).
 
 `import models` imports the three network modules, which registers every class our `.keras` files
 name (`rnn_suite>Seq2SeqAttention`, ...) with Keras: after it, `keras.saving.load_model(path,
