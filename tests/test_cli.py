@@ -146,6 +146,32 @@ def test_the_record_of_a_resumed_run_covers_every_session(tmp_path):
     assert record["best_epoch"] in (1, 2, 3) and record["seconds"] >= 0
 
 
+def test_an_interrupt_just_after_an_epoch_is_backed_up_loses_none_of_its_record(tmp_path, monkeypatch):
+    """The backup marks an epoch as done, so everything else about the epoch is written before it."""
+    x, y = np.random.default_rng(0).normal(size=(32, 3)), np.zeros((32, 1))
+    save_backup = keras.callbacks.BackupAndRestore._save_model
+
+    def save_then_interrupt(self, *args, **kwargs):
+        save_backup(self, *args, **kwargs)
+        raise KeyboardInterrupt  # Ctrl-C at the first moment the resumed run would skip this epoch
+
+    def session(epochs, resume):
+        run = RunCheckpoints(*flags(tmp_path / "model", resume=resume))
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+        model.compile("sgd", "mse")
+        model.fit(x, y, validation_data=(x, y), epochs=epochs, verbose=0, callbacks=run.callbacks(patience=5))
+        return run
+
+    with monkeypatch.context() as patched:
+        patched.setattr(keras.callbacks.BackupAndRestore, "_save_model", save_then_interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            session(3, resume=False)
+    run = session(3, resume=True)
+    record = run.record()
+    assert record["epochs_run"] == 3 and sorted(run.epoch_seconds) == ["0", "1", "2"]
+    assert os.path.exists(run.best_path)
+
+
 # --- --evaluate and its files ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("task, file_flag", [("translate", "--test-file"), ("sentiment", "--test-file"),

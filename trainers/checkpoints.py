@@ -113,15 +113,18 @@ class RunCheckpoints:
         if not self.writer:  # restore an interrupted run's state, write nothing
             return [RestoreOnly(os.path.join(self.folder, "backup"), delete_checkpoint=False),
                     keras.callbacks.EarlyStopping(monitor=monitor, patience=patience), keras.callbacks.TerminateOnNaN()]
+        # Order matters for an interrupt between two of them: the backup (which marks an epoch as
+        # done) is written last, so a resumed run never lacks the best weights, history row or time
+        # of an epoch it skips; an epoch cut before its backup is run again, and its row replaced.
         return [
-            _saving_in(keras.callbacks.BackupAndRestore, self.writing)(os.path.join(self.folder, "backup")),
             _saving_in(keras.callbacks.ModelCheckpoint, self.writing)(
                 self.best_path, monitor=monitor, save_best_only=True, save_weights_only=True,
                 initial_value_threshold=best_so_far),
-            keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, verbose=1),
-            keras.callbacks.TerminateOnNaN(),
             keras.callbacks.CSVLogger(self.log_path, append=self.resume),
             EpochClock(),
+            _saving_in(keras.callbacks.BackupAndRestore, self.writing)(os.path.join(self.folder, "backup")),
+            keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, verbose=1),
+            keras.callbacks.TerminateOnNaN(),
         ]
 
     def restore_best(self, model):
