@@ -83,17 +83,23 @@ def keras_model(kind, ours, masked):
     return model
 
 
+def synthetic_batch(n, masked, seed):
+    """`(inputs, y)`: `n` random sequences (n, TIME, FEATURES) and targets (n, 1); with `masked`,
+    inputs are `[x, mask (n, TIME)]`, each row valid on a prefix of TIME/2 to TIME steps."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, TIME, FEATURES)).astype("float32")
+    y = rng.normal(size=(n, 1)).astype("float32")
+    lengths = rng.integers(TIME // 2, TIME + 1, size=n)
+    return ([x, np.arange(TIME)[None] < lengths[:, None]] if masked else x), y
+
+
 def time_keras(kind, masked, repeats):
     """Seconds per training step and per inference batch, ours and built-in, interleaved.
 
     Returns `{"ours_train_s", "builtin_train_s", "ours_infer_s", "builtin_infer_s"}`."""
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(BATCH, TIME, FEATURES)).astype("float32")
-    y = rng.normal(size=(BATCH, 1)).astype("float32")
-    lengths = rng.integers(TIME // 2, TIME + 1, size=BATCH)
-    inputs = [x, np.arange(TIME)[None] < lengths[:, None]] if masked else x
+    inputs, y = synthetic_batch(BATCH, masked, seed=0)
     models = {"ours": keras_model(kind, True, masked), "builtin": keras_model(kind, False, masked)}
     # The built-in runs first in each round: paired[1] = built-in time / our time = our speed-up.
     order = [models["builtin"], models["ours"]]
@@ -109,14 +115,7 @@ def time_fit_epochs(kind, masked, epochs, batches=FIT_BATCHES):
     """Seconds of whole `model.fit` epochs over `batches` batches, ours and built-in in turn
     (after one warm-up epoch each): a second way to time them, with Keras' own loop, data
     adapter and callbacks in the measurement. Returns `{"ours_fit_s": [...], "builtin_fit_s": [...]}`."""
-    import numpy as np
-
-    rng = np.random.default_rng(1)
-    n = batches * BATCH
-    x = rng.normal(size=(n, TIME, FEATURES)).astype("float32")
-    y = rng.normal(size=(n, 1)).astype("float32")
-    lengths = rng.integers(TIME // 2, TIME + 1, size=n)
-    inputs = [x, np.arange(TIME)[None] < lengths[:, None]] if masked else x
+    inputs, y = synthetic_batch(batches * BATCH, masked, seed=1)
     models = {"builtin": keras_model(kind, False, masked), "ours": keras_model(kind, True, masked)}
     times = {name: [] for name in models}
     for round_ in range(epochs + 1):

@@ -94,7 +94,7 @@ def run_recurrence(
             # keras.ops.scan on TensorFlow needs the per-step output to mirror the carry.
             return new_states, (new_states if backend == "tensorflow" else new_states[0])
 
-        states, history = ops.scan(scan_step, states, (xs, masks) if masks is not None else xs, unroll=SCAN_UNROLL)
+        states, history = ops.scan(scan_step, states, (xs, masks) if masks is not None else xs)
         outputs = history[0] if backend == "tensorflow" else history  # (time, batch, units)
     if zero_output_for_mask and masks is not None:
         outputs = ops.where(masks, outputs, ops.zeros_like(outputs))
@@ -103,8 +103,6 @@ def run_recurrence(
 
 # Tests set this to check the backend fast paths against the generic keras.ops.scan path.
 _FORCE_GENERIC_LOOP = False
-# Steps per iteration of the compiled scan (JAX): fewer loop iterations, more code per iteration.
-SCAN_UNROLL = 1
 
 
 def _tensorflow_loop(masked_step, xs, masks, states):

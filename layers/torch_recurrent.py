@@ -65,8 +65,10 @@ def fused_recurrence(cell, sequences, initial_states, mask=None, go_backwards=Fa
     if go_backwards:
         outputs = _gather_steps(outputs, order)  # back to the inputs' positions
     if lengths is not None:
-        outputs, final = _masked_contract(outputs, final, initial_states[0], mask, lengths, go_backwards,
-                                          zero_output_for_mask)
+        outputs, h = _masked_contract(outputs, initial_states[0], mask, lengths, go_backwards, zero_output_for_mask)
+        # The kernel's final cell state is the one after each row's *end*, not after its last valid
+        # step; it is unread here (`states_used=False`), so it is NaN rather than quietly wrong.
+        final = [h] + [torch.full_like(c, float("nan")) for c in final[1:]]
     if go_backwards:  # the layer returns outputs in processing order
         outputs = torch.flip(outputs, dims=[1])
     return outputs[:, -1], outputs, final
@@ -135,9 +137,10 @@ def _gather_steps(x, order):
     return torch.gather(x, 1, order.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
-def _masked_contract(outputs, final, initial_h, mask, lengths, go_backwards, zero_output_for_mask):
-    """The layer's outputs and final states from a kernel that ran each row to its end: the state
-    after a row's last valid step, and the masked steps' outputs per the layer's contract."""
+def _masked_contract(outputs, initial_h, mask, lengths, go_backwards, zero_output_for_mask):
+    """`(outputs, h)`: the layer's outputs (batch, time, units) and final hidden state (batch, units)
+    from a kernel that ran each row to its end: the state after a row's last valid step, and the
+    masked steps' outputs per the layer's contract."""
     import torch
 
     # The output of the last valid step: at `length - 1` forward, at position 0 backward
@@ -153,4 +156,4 @@ def _masked_contract(outputs, final, initial_h, mask, lengths, go_backwards, zer
         # initial one before a backward pass (which reads the padding first).
         carried = h if not go_backwards else h0
         outputs = torch.where(valid, outputs, carried[:, None, :])
-    return outputs, [h] + final[1:]  # an LSTM's cell state here is unused (`states_used=False`)
+    return outputs, h
