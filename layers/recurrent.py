@@ -7,6 +7,10 @@ A layer runs a sequence in two stages:
 2. `run_recurrence`: a `keras.ops.scan` over time (or a Python loop with `unroll=True`) that does
    only the recurrent product and the gates, and holds the state at masked steps.
 
+On a CPU, JAX and TensorFlow run faster with the input product inside each step of the loop
+(`_project_in_each_step`: the hoisted product is a tensor larger than the cache), so there the
+loop does both; the hoisted form stays the generic path, tested equal.
+
 On PyTorch both stages run instead in one of ATen's fused RNN kernels wherever those compute the
 layer (`layers/torch_recurrent.py`; oneDNN on a CPU, cuDNN on a GPU): torch has no compiled loop,
 so the generic path there is a Python loop of small operations.
@@ -47,8 +51,9 @@ def run_recurrence(
     """Run `step` over time.
 
     Args:
-        step: `step(projected_t, states) -> (output, new_states)` with `output is new_states[0]`.
-        projected: `(time, batch, features)` projected inputs, time-major.
+        step: `step(x_t, states) -> (output, new_states)` with `output is new_states[0]`.
+        projected: `(time, batch, features)` time-major inputs of `step` (the projected inputs, or
+            the inputs where `step` projects them).
         initial_states: list of `(batch, units_i)` tensors.
         mask: optional `(batch, time)` boolean; `False` steps keep the previous states.
         go_backwards: process time in reverse; the outputs are returned in processing order.
@@ -103,6 +108,27 @@ def run_recurrence(
 
 # Tests set this to check the backend fast paths against the generic keras.ops.scan path.
 _FORCE_GENERIC_LOOP = False
+
+
+def _project_in_each_step():
+    """Whether the time loop should compute each step's input product itself (JAX and TensorFlow
+    on a CPU) rather than take it from one product hoisted over all steps (the generic path, and
+    on a GPU, as cuDNN does). On a CPU the hoisted `(time, batch, gates * units)` tensor is one
+    more pass through memory than the cache holds, and a small product per step is cheaper:
+    LSTM 64 x 100 x 128 -> 256, JAX inference 28 vs 52 ms, training 129 vs 147 ms; TensorFlow
+    training 121 vs 145 ms (`benchmarks/RESULTS.md`, "Input product per step")."""
+    if _FORCE_GENERIC_LOOP:
+        return False
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend() == "cpu"
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return not tf.config.list_logical_devices("GPU")
+    return False  # torch: its fused kernels (or a Python loop, where fewer operations per step pay)
 
 
 def _tensorflow_loop(masked_step, xs, masks, states):
@@ -231,14 +257,20 @@ class Recurrent(keras.layers.RNN):
         inputs = ops.transpose(sequences, (1, 0, 2))  # (time, batch, features)
         if input_mask is not None:
             inputs = inputs * input_mask
-        projected = self.cell.project_inputs(inputs)  # (time, batch, gates * units): one matmul
+        if _project_in_each_step():
+            xs = inputs  # (time, batch, features)
 
-        def step(projected_t, states):
-            return self.cell.recurrent_step(projected_t, states, recurrent_mask)
+            def step(x_t, states):
+                return self.cell.recurrent_step(self.cell.project_inputs(x_t), states, recurrent_mask)
+        else:
+            xs = self.cell.project_inputs(inputs)  # (time, batch, gates * units): one matmul
+
+            def step(projected_t, states):
+                return self.cell.recurrent_step(projected_t, states, recurrent_mask)
 
         return run_recurrence(
             step,
-            projected,
+            xs,
             initial_state,
             mask=mask,
             go_backwards=self.go_backwards,
