@@ -131,17 +131,22 @@ def test_cell_step_in_training_with_dropout_explicit_or_cached_masks():
     assert tuple(h.shape) == (2, 3)
 
 
-@pytest.mark.parametrize("time", [7, 1])
+@pytest.mark.parametrize("time, sequences, backwards", [(7, True, False), (1, True, False), (7, False, False),
+                                                        (7, False, True)])
 @pytest.mark.parametrize("layer_cls", [layers.LSTM, layers.GRU])
-def test_backend_fast_path_equals_generic_scan(layer_cls, time, monkeypatch):
-    """The torch and TensorFlow loops and the loop-free single step (decoding) are fast paths;
-    keras.ops.scan is the generic one."""
+def test_backend_fast_path_equals_generic_scan(layer_cls, time, sequences, backwards, monkeypatch):
+    """The torch and TensorFlow loops (TensorFlow's without the outputs when only the last is
+    read), the input product in each step (JAX and TensorFlow on a CPU) and the loop-free single
+    step (decoding) are fast paths; keras.ops.scan over hoisted products is the generic one."""
     from layers import recurrent
 
     rng = np.random.default_rng(2)
     x = rng.normal(size=(3, time, 4)).astype("float32")
-    mask = ops.convert_to_tensor(rng.random((3, time)) > 0.3)
-    layer = layer_cls(5, return_sequences=True, return_state=True)
+    mask = rng.random((3, time)) > 0.3
+    mask[0, -1] = False  # a masked last step: its output repeats the state, or is zero
+    mask = ops.convert_to_tensor(mask)
+    layer = layer_cls(5, return_sequences=sequences, return_state=True, go_backwards=backwards,
+                      zero_output_for_mask=backwards)
     layer(x, mask=mask)
     frozen = [v.value for v in layer.non_trainable_variables]
 
