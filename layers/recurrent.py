@@ -30,6 +30,7 @@ unchanged and the output repeats the carried hidden state (or is zero with
 not only right-padded ones.
 """
 
+import contextlib
 import inspect
 
 import keras
@@ -118,6 +119,21 @@ def run_recurrence(
 
 # Tests set this to check the backend fast paths against the generic keras.ops.scan path.
 _FORCE_GENERIC_LOOP = False
+_HOIST_INPUT_PRODUCTS = False  # set by `input_products_hoisted`
+
+
+@contextlib.contextmanager
+def input_products_hoisted():
+    """Within: the input product is hoisted out of the time loop on every device. For graphs
+    traced to be converted (TensorFlow -> ONNX): once ONNX Runtime's int8 quantisation has
+    rewritten a loop body that multiplies by the kernel in each step (`EnableSubgraph`), loading
+    the graph aborts the process; the hoisted product is quantised outside the loop."""
+    global _HOIST_INPUT_PRODUCTS
+    before, _HOIST_INPUT_PRODUCTS = _HOIST_INPUT_PRODUCTS, True
+    try:
+        yield
+    finally:
+        _HOIST_INPUT_PRODUCTS = before
 
 
 def _project_in_each_step():
@@ -127,7 +143,7 @@ def _project_in_each_step():
     more pass through memory than the cache holds, and a small product per step is cheaper:
     LSTM 64 x 100 x 128 -> 256, JAX inference 28 vs 52 ms, training 129 vs 147 ms; TensorFlow
     training 121 vs 145 ms (`benchmarks/RESULTS.md`, "Input product per step")."""
-    if _FORCE_GENERIC_LOOP:
+    if _FORCE_GENERIC_LOOP or _HOIST_INPUT_PRODUCTS:
         return False
     backend = keras.backend.backend()
     if backend == "jax":
@@ -156,12 +172,14 @@ def _tensorflow_loop(masked_step, xs, masks, states, keep_outputs=True):
     masks_ta = None
     if masks is not None:
         masks_ta = tf.TensorArray(masks.dtype, size=steps, element_shape=masks.shape[1:]).unstack(masks)
-    outputs_ta = tf.TensorArray(states[0].dtype, size=steps if keep_outputs else 0, element_shape=states[0].shape)
+    # Without `keep_outputs`, one slot rewritten at every step, as in Keras' own loop (tf2onnx
+    # converts that form, not a loop without writes).
+    outputs_ta = tf.TensorArray(states[0].dtype, size=steps if keep_outputs else 1, element_shape=states[0].shape)
 
     def body(t, outputs_ta, *carry):
         m_t = None if masks_ta is None else masks_ta.read(t)
         new_states = masked_step(list(carry), xs_ta.read(t), m_t)
-        return (t + 1, outputs_ta.write(t, new_states[0]) if keep_outputs else outputs_ta, *new_states)
+        return (t + 1, outputs_ta.write(t if keep_outputs else 0, new_states[0]), *new_states)
 
     _, outputs_ta, *states = tf.while_loop(
         lambda t, *_: t < steps,

@@ -31,6 +31,7 @@ import numpy as np
 from keras import ops
 
 from layers.onnx_recurrent import native_recurrences
+from layers.recurrent import input_products_hoisted
 
 EXPORT_BACKENDS = ("jax", "tensorflow")
 
@@ -183,7 +184,8 @@ def write_onnx(endpoint, path):
         return path
     signature = [keras.InputSpec(shape=tuple(d if isinstance(d, int) else None for d in shape), dtype=dtype, name=n)
                  for n, shape, dtype in endpoint.inputs]
-    _Graph(endpoint).export(str(path), format="onnx", input_signature=signature, verbose=False)
+    with input_products_hoisted():  # the per-step form, int8-quantised, aborts ONNX Runtime
+        _Graph(endpoint).export(str(path), format="onnx", input_signature=signature, verbose=False)
     return path
 
 
