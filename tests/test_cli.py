@@ -325,3 +325,13 @@ def test_corpus_fetching_is_one_process_at_a_time(tmp_path, monkeypatch):
     for thread in threads:
         thread.join()
     assert overlaps == [1]  # the first extracts; the others wait, then find the marker
+
+
+def test_a_quick_run_says_that_its_scores_are_a_smoke_test(capsys):
+    from trainers import sentiment
+
+    cli.output_folders(sentiment.build_parser().parse_args(["--quick"]), "sentiment-imdb")
+    assert "--quick: a smoke run" in capsys.readouterr().out
+    cli.output_folders(sentiment.build_parser().parse_args([]), "sentiment-imdb")
+    cli.output_folders(sentiment.build_parser().parse_args(["--quick", "--evaluate", "--test-file", "x"]), "s")
+    assert "smoke" not in capsys.readouterr().out

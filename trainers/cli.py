@@ -168,6 +168,9 @@ def output_folders(args, name, folder="saved_models"):
         raise UsageError("--evaluate needs --test-file FILE (see --help)")
     if args.test_file and not args.evaluate:
         raise UsageError("--test-file is only used with --evaluate")
+    if getattr(args, "quick", False) and not args.evaluate:  # its near-chance scores are expected
+        print("--quick: a smoke run (a small model, a slice of the data, a few epochs): its scores show that "
+              "the pipeline runs, not what the full run reaches (README)")
     return args
 
 
