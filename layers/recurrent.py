@@ -36,7 +36,7 @@ import inspect
 import keras
 from keras import ops
 
-from layers import torch_recurrent
+from layers import jax_recurrent, torch_recurrent
 from layers.cells import GRUCell, LSTMCell, SimpleRNNCell
 
 
@@ -49,6 +49,7 @@ def run_recurrence(
     unroll=False,
     zero_output_for_mask=False,
     return_sequences=True,
+    whole_sequence=None,
 ):
     """Run `step` over time.
 
@@ -63,6 +64,9 @@ def run_recurrence(
         zero_output_for_mask: zero outputs at masked steps instead of repeating the state.
         return_sequences: whether the caller reads `outputs`; if not, a loop may skip keeping them
             and return the last output alone as `outputs` (batch, 1, units).
+        whole_sequence: optional `whole_sequence(xs, masks, states) -> (outputs (time, batch, units),
+            final_states)`, a backend's kernel for the whole loop (`masks` `(time, batch, 1)` or
+            `None`, both in processing order); it replaces the loop over `step`.
 
     Returns:
         `(last_output (batch, units), outputs (batch, time, units), final_states)`.
@@ -85,7 +89,9 @@ def run_recurrence(
     backend = keras.backend.backend()
     fast_path = not _FORCE_GENERIC_LOOP
     # One step (step-by-step decoding calls the layer on one token at a time) needs no loop.
-    if unroll or (fast_path and (xs.shape[0] == 1 or backend == "torch")):
+    if whole_sequence is not None and fast_path:
+        outputs, states = whole_sequence(xs, masks, states)
+    elif unroll or (fast_path and (xs.shape[0] == 1 or backend == "torch")):
         # torch's scan is a Python loop too; unstack/stack keeps the backward pass to one
         # gradient buffer instead of a full-size one per indexed step (2x faster training).
         history = []
@@ -296,6 +302,14 @@ class Recurrent(keras.layers.RNN):
             def step(projected_t, states):
                 return self.cell.recurrent_step(projected_t, states, recurrent_mask)
 
+        whole_sequence = None
+        if (keras.backend.backend() == "jax" and not self.unroll
+                and jax_recurrent.applies(self.cell, xs.shape[0], recurrent_mask)):
+            project = _project_in_each_step()
+
+            def whole_sequence(xs, masks, states):
+                return jax_recurrent.lstm_sequence(self.cell, xs, states, masks, project_inputs=project)
+
         return run_recurrence(
             step,
             xs,
@@ -305,6 +319,7 @@ class Recurrent(keras.layers.RNN):
             unroll=self.unroll,
             zero_output_for_mask=self.zero_output_for_mask,
             return_sequences=self.return_sequences,
+            whole_sequence=whole_sequence,
         )
 
     def get_config(self):

@@ -131,14 +131,19 @@ def test_cell_step_in_training_with_dropout_explicit_or_cached_masks():
     assert tuple(h.shape) == (2, 3)
 
 
-@pytest.mark.parametrize("time, sequences, backwards", [(7, True, False), (1, True, False), (7, False, False),
-                                                        (7, False, True)])
+@pytest.mark.parametrize("time, sequences, backwards, hoisted", [(7, True, False, False), (1, True, False, False),
+                                                                 (7, False, False, False), (7, False, True, False),
+                                                                 (7, True, True, True)])
 @pytest.mark.parametrize("layer_cls", [layers.LSTM, layers.GRU])
-def test_backend_fast_path_equals_generic_scan(layer_cls, time, sequences, backwards, monkeypatch):
+def test_backend_fast_path_equals_generic_scan(layer_cls, time, sequences, backwards, hoisted, monkeypatch):
     """The torch and TensorFlow loops (TensorFlow's without the outputs when only the last is
-    read), the input product in each step (JAX and TensorFlow on a CPU) and the loop-free single
-    step (decoding) are fast paths; keras.ops.scan over hoisted products is the generic one."""
+    read), the input product in each step (JAX and TensorFlow on a CPU), JAX's LSTM with its own
+    backward pass (`layers/jax_recurrent.py`, input products in each step or hoisted) and the
+    loop-free single step (decoding) are fast paths; keras.ops.scan over hoisted products is the
+    generic one."""
     from layers import recurrent
+
+    monkeypatch.setattr(recurrent, "_HOIST_INPUT_PRODUCTS", hoisted)
 
     rng = np.random.default_rng(2)
     x = rng.normal(size=(3, time, 4)).astype("float32")
@@ -147,18 +152,21 @@ def test_backend_fast_path_equals_generic_scan(layer_cls, time, sequences, backw
     mask = ops.convert_to_tensor(mask)
     layer = layer_cls(5, return_sequences=sequences, return_state=True, go_backwards=backwards,
                       zero_output_for_mask=backwards)
+    states = [rng.normal(size=(3, 5)).astype("float32") for _ in range(2 if layer_cls is layers.LSTM else 1)]
     layer(x, mask=mask)
     frozen = [v.value for v in layer.non_trainable_variables]
 
-    def loss(x, *weights):
-        outputs, _ = layer.stateless_call(list(weights), frozen, x, mask=mask)
+    def loss(x, *states_and_weights):
+        n = len(states)
+        outputs, _ = layer.stateless_call(list(states_and_weights[n:]), frozen, x,
+                                          initial_state=list(states_and_weights[:n]), mask=mask)
         return sum(ops.sum(o * (i + 1.0)) for i, o in enumerate(outputs))
 
     weights = [v.value for v in layer.trainable_variables]
-    fast_outputs = [ops.convert_to_numpy(o) for o in layer(x, mask=mask)]
-    fast_grads = [ops.convert_to_numpy(g) for g in layers.value_and_grad(loss, x, *weights)[1]]
+    fast_outputs = [ops.convert_to_numpy(o) for o in layer(x, initial_state=states, mask=mask)]
+    fast_grads = [ops.convert_to_numpy(g) for g in layers.value_and_grad(loss, x, *states, *weights)[1]]
     monkeypatch.setattr(recurrent, "_FORCE_GENERIC_LOOP", True)
-    generic_outputs = [ops.convert_to_numpy(o) for o in layer(x, mask=mask)]
-    generic_grads = [ops.convert_to_numpy(g) for g in layers.value_and_grad(loss, x, *weights)[1]]
+    generic_outputs = [ops.convert_to_numpy(o) for o in layer(x, initial_state=states, mask=mask)]
+    generic_grads = [ops.convert_to_numpy(g) for g in layers.value_and_grad(loss, x, *states, *weights)[1]]
     for fast, generic in zip(fast_outputs + fast_grads, generic_outputs + generic_grads):
         np.testing.assert_allclose(fast, generic, atol=1e-5)
