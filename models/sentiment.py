@@ -35,7 +35,7 @@ class SentimentNetConfig(Config):
     adversarial: float = setting(0.0, "adversarial training: size of the perturbation of each embedded review, in "
                                       "standard deviations of the embedding (Miyato et al. 2016; 0: off)",
                                  kind="nonnegative")
-    max_length: int = setting(400, "words read per review (a longer one keeps its beginning and end)", quick=200)
+    max_length: int = setting(600, "words read per review (a longer one keeps its beginning and end)", quick=200)
     rnn_impl: str = rnn_impl_setting()
 
 

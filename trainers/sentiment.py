@@ -58,7 +58,8 @@ class SentimentConfig(SentimentNetConfig):
 
     source: str = setting("keras", "corpus reader: the aclImdb archive through the Keras cache or TFDS imdb_reviews",
                           choices=("keras", "tfds"))
-    vocab: int = setting(20000, "most frequent training words kept", quick=5000)
+    vocab: int = setting(40000, "most frequent training words kept (--min-films bounds it first: 23,557 words "
+                                "with the defaults)", quick=5000)
     min_films: int = setting(5, "keep only words used in reviews of at least this many films, so no film's names "
                                 "(--source keras only; 1: all words)", quick=1)
     embedding_init: str = setting("ppmi", "start the embedding from word vectors of the training and the 50,000 "
