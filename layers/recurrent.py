@@ -15,6 +15,10 @@ On PyTorch both stages run instead in one of ATen's fused RNN kernels wherever t
 layer (`layers/torch_recurrent.py`; oneDNN on a CPU, cuDNN on a GPU): torch has no compiled loop,
 so the generic path there is a Python loop of small operations.
 
+On JAX an LSTM's whole sequence is one function with a backward pass of our own
+(`layers/jax_recurrent.py`): autodiff of the scan would add into the full weight gradients at every
+step, ours computes them after the loop in one product over all steps.
+
 The layers subclass `keras.layers.RNN` for its bookkeeping (stateful state variables,
 `initial_state`, `return_state`, output shapes and masks, the `keras.layers.Bidirectional` protocol)
 and replace its `inner_loop`, which would call the full cell, input projection included, once per
