@@ -15,6 +15,8 @@ import argparse
 
 import numpy as np
 
+from trainers.cli import positive_int
+
 SEQUENCE_LENGTH, VOCABULARY = 100, 65
 
 
@@ -59,8 +61,8 @@ def paired_steps(batch, rounds):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64])
-    parser.add_argument("--rounds", type=int, default=12, help="paired steps per batch size")
+    parser.add_argument("--batch-sizes", type=positive_int, nargs="+", default=[32, 64])
+    parser.add_argument("--rounds", type=positive_int, default=12, help="paired steps per batch size")
     args = parser.parse_args(argv)
     import keras
 
