@@ -15,7 +15,7 @@ On PyTorch both stages run instead in one of ATen's fused RNN kernels wherever t
 layer (`layers/torch_recurrent.py`; oneDNN on a CPU, cuDNN on a GPU): torch has no compiled loop,
 so the generic path there is a Python loop of small operations.
 
-On JAX an LSTM's whole sequence is one function with a backward pass of our own
+On JAX an LSTM's or GRU's whole sequence is one function with a backward pass of our own
 (`layers/jax_recurrent.py`): autodiff of the scan would add into the full weight gradients at every
 step, ours computes them after the loop in one product over all steps.
 
@@ -312,7 +312,7 @@ class Recurrent(keras.layers.RNN):
             project = _project_in_each_step()
 
             def whole_sequence(xs, masks, states):
-                return jax_recurrent.lstm_sequence(self.cell, xs, states, masks, project_inputs=project)
+                return jax_recurrent.sequence(self.cell, xs, states, masks, project_inputs=project)
 
         return run_recurrence(
             step,

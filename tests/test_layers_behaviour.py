@@ -137,8 +137,8 @@ def test_cell_step_in_training_with_dropout_explicit_or_cached_masks():
 @pytest.mark.parametrize("layer_cls", [layers.LSTM, layers.GRU])
 def test_backend_fast_path_equals_generic_scan(layer_cls, time, sequences, backwards, hoisted, monkeypatch):
     """The torch and TensorFlow loops (TensorFlow's without the outputs when only the last is
-    read), the input product in each step (JAX and TensorFlow on a CPU), JAX's LSTM with its own
-    backward pass (`layers/jax_recurrent.py`, input products in each step or hoisted) and the
+    read), the input product in each step (JAX and TensorFlow on a CPU), JAX's LSTM and GRU with their
+    own backward pass (`layers/jax_recurrent.py`, input products in each step or hoisted) and the
     loop-free single step (decoding) are fast paths; keras.ops.scan over hoisted products is the
     generic one."""
     from layers import recurrent
