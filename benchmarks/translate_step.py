@@ -1,0 +1,144 @@
+"""Where a training step of the default translation model goes, and how much of its batches is padding.
+
+    KERAS_BACKEND=jax python -m benchmarks.translate_step              # both reports
+    KERAS_BACKEND=jax python -m benchmarks.translate_step --skip-padding --batch-size 64
+
+1. Parts of the step: `jax.value_and_grad` of the default `Seq2SeqAttention` (8,000 / 4,000
+   pieces) cut after ever fewer parts (the whole model with its smoothed loss; without the output
+   layer and loss; without attention; the encoder alone), on random ids of `--length` steps (the
+   last two padding), jitted, median of `--rounds` calls; then `train_on_batch` of the compiled
+   model (optimizer, clipping and metric included). JAX only: the parts are cut inside one
+   `keras.StatelessScope`.
+2. Padding: the share of padded source and target steps in an epoch of `trainers.translate`'s
+   batches (its split and SentencePiece vocabularies, the corpus from `KERAS_HOME`), for pad
+   multiples 4, 2 and 1, with the number of batch shapes each one compiles.
+"""
+
+import argparse
+
+import numpy as np
+
+from trainers.cli import positive_int
+
+PARTS = ("whole step", "without output layer and loss", "without attention", "encoder only")
+
+
+def part_loss(model, part, source, target_in, target_out):
+    """The scalar whose gradient is timed for `part` (one of `PARTS`)."""
+    from keras import ops
+
+    from models.seq2seq import masked_loss
+
+    if part == "whole step":
+        return masked_loss(target_out, model((source, target_in), training=True), 0.1)
+    values, keys, mask, states = model.encode(source, training=True)
+    if part == "encoder only":
+        return ops.sum(values) + ops.sum(keys) + sum(ops.sum(s) for s in states)
+    embedded = model.dropout(model.target_embedding(target_in), training=True)
+    queries, *_ = model.decoder(embedded, initial_state=list(states), training=True)
+    if part == "without attention":
+        return ops.sum(queries) + ops.sum(keys)
+    context, _ = model.attention(queries, values, values_mask=mask, keys=keys)
+    return ops.sum(model.combine(ops.concatenate([context, queries], axis=-1)))
+
+
+def step_parts(batch, length, rounds):
+    """`{part: seconds}` for `PARTS` and `"train_on_batch"`."""
+    import time
+
+    import jax
+    import keras
+
+    from models.seq2seq import Seq2SeqAttention, Seq2SeqConfig, masked_accuracy, smoothed_masked_loss
+
+    keras.utils.set_random_seed(0)
+    model = Seq2SeqAttention(Seq2SeqConfig(source_vocab_size=8000, target_vocab_size=4000))
+    model.build()
+    rng = np.random.default_rng(0)
+    source = rng.integers(1, 8000, (batch, length)).astype("int32")
+    target = rng.integers(1, 4000, (batch, length + 1)).astype("int32")
+    source[:, length - 2:], target[:, length - 1:] = 0, 0
+    batch_arrays = (source, target[:, :-1], target[:, 1:])
+    variables = model.trainable_variables
+
+    def median_seconds(call):
+        jax.block_until_ready(call())  # compile
+        times = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            jax.block_until_ready(call())
+            times.append(time.perf_counter() - start)
+        return float(np.median(times))
+
+    seconds = {}
+    for part in PARTS:
+        def loss(values, *arrays, part=part):
+            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+                return part_loss(model, part, *arrays)
+
+        gradient = jax.jit(jax.value_and_grad(loss))
+        values = [v.value for v in variables]
+        seconds[part] = median_seconds(lambda: gradient(values, *batch_arrays))
+    model.compile(optimizer=keras.optimizers.Adam(2e-3, clipnorm=1.0), loss=smoothed_masked_loss(0.1),
+                  metrics=[masked_accuracy])
+    x, y = (source, target[:, :-1]), target[:, 1:]
+    seconds["train_on_batch"] = median_seconds(lambda: model.train_on_batch(x, y))
+    return seconds
+
+
+def padding_shares(batch_size):
+    """Rows `(multiple, source padding share, target padding share, batch shapes)` of an epoch of
+    the default `trainers.translate` training batches."""
+    from trainers import translate
+    from trainers.batching import LengthBatches
+
+    config = translate.TranslateConfig()
+    pairs, _ = translate.load_pairs(config)
+    train_pairs = translate.split_pairs(pairs, config.seed)[0]
+    vocabularies = [translate.build_vocabulary(config, [translate.tokenize(p[side]) for p in train_pairs], size)
+                    for side, size in ((0, config.source_vocab), (1, config.target_vocab))]
+    sources, targets = translate.encode_pairs(train_pairs, *vocabularies, config.max_length)
+    source_lengths = np.array([len(s) for s in sources])
+    target_lengths = np.array([len(t) for t in targets]) - 1  # the decoder reads [START] ... , predicts ... [END]
+    plan = LengthBatches(np.maximum(source_lengths, target_lengths), lambda rows: rows, batch_size, config.seed)
+    rows = []
+    for multiple in (4, 2, 1):
+        def width(lengths, multiple=multiple):
+            return -(-lengths.max() // multiple) * multiple
+
+        source_area = sum(width(source_lengths[b]) * len(b) for b in plan.batches)
+        target_area = sum(width(target_lengths[b]) * len(b) for b in plan.batches)
+        used = sum(len(b) for b in plan.batches)
+        shapes = {(width(source_lengths[b]), width(target_lengths[b])) for b in plan.batches}
+        rows.append((multiple, 1 - source_lengths[np.concatenate(plan.batches)].sum() / source_area,
+                     1 - target_lengths[np.concatenate(plan.batches)].sum() / target_area, len(shapes), used))
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=positive_int, default=128)
+    parser.add_argument("--length", type=positive_int, default=12, help="source and target steps of the random batch")
+    parser.add_argument("--rounds", type=positive_int, default=15)
+    parser.add_argument("--skip-padding", action="store_true", help="only the parts of the step (no corpus needed)")
+    args = parser.parse_args(argv)
+    if args.length < 3:
+        parser.error("--length must be at least 3 (the last two steps are padding)")
+    import keras
+
+    if keras.backend.backend() != "jax":
+        raise SystemExit(f"error: this benchmark cuts the step with JAX; run it with KERAS_BACKEND=jax "
+                         f"(now {keras.backend.backend()})")
+    seconds = step_parts(args.batch_size, args.length, args.rounds)
+    print(f"batch {args.batch_size}, {args.length} source and target steps")
+    print("| part | ms | share of the whole step |\n|---|---:|---:|")
+    for part, s in seconds.items():
+        print(f"| {part} | {1000 * s:.1f} | {s / seconds['whole step']:.0%} |")
+    if not args.skip_padding:
+        print("\n| pad multiple | source steps padded | target steps padded | batch shapes |\n|---:|---:|---:|---:|")
+        for multiple, source, target, shapes, _ in padding_shares(64):
+            print(f"| {multiple} | {source:.0%} | {target:.0%} | {shapes} |")
+
+
+if __name__ == "__main__":
+    main()
