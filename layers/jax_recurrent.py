@@ -62,9 +62,8 @@ def sequence(cell, xs, initial_states, masks=None, project_inputs=True):
     width = cell.gates * cell.units
     bias = ops.convert_to_tensor(cell.bias) if cell.use_bias else jnp.zeros(kind.bias_shape(width), "float32")
     kernel = ops.convert_to_tensor(cell.kernel) if project_inputs else jnp.zeros((0, width), "float32")
-    masks = jnp.ones(xs.shape[:2] + (1,), bool) if masks is None else masks
-    outputs, states = _sequence(kind, project_inputs)(kernel, ops.convert_to_tensor(cell.recurrent_kernel),
-                                                      bias, xs, tuple(initial_states), masks)
+    outputs, states = _sequence(kind, project_inputs, masks is not None)(
+        kernel, ops.convert_to_tensor(cell.recurrent_kernel), bias, xs, tuple(initial_states), masks)
     return outputs, list(states)
 
 
@@ -145,11 +144,15 @@ _GRU = _Cell(_gru_forward, _gru_backward, lambda width: (2, width), _stack_bias_
 
 
 @functools.cache
-def _sequence(kind, project_inputs):
+def _sequence(kind, project_inputs, masked):
     """The `jax.custom_vjp` function `(kernel, recurrent_kernel, bias, xs, states, masks) ->
-    (outputs, states)` for one cell kind and one way of taking the inputs (see `sequence`)."""
+    (outputs, states)` for one cell kind, one way of taking the inputs (see `sequence`), and with
+    or without masks (`masks` is None without: no per-step selects)."""
     import jax
     import jax.numpy as jnp
+
+    def select(m_t, new, old):
+        return jnp.where(m_t, new, old) if masked else new
 
     def run(kernel, recurrent_kernel, bias, xs, states, masks, keep):
         """The forward loop; with `keep`, also what the backward pass reads, per step."""
@@ -157,10 +160,10 @@ def _sequence(kind, project_inputs):
             x_t, m_t = inputs
             new_states, saved = kind.forward(x_t @ kernel if project_inputs else x_t, recurrent_kernel, bias,
                                              states)
-            new_states = tuple(jnp.where(m_t, new, old) for new, old in zip(new_states, states))
+            new_states = tuple(select(m_t, new, old) for new, old in zip(new_states, states))
             return new_states, (new_states[0], (states[0], saved) if keep else None)
 
-        states, (outputs, saved) = jax.lax.scan(step, states, (xs, masks))
+        states, (outputs, saved) = jax.lax.scan(step, states, (xs, masks))  # masks None: m_t is None
         return outputs, states, saved
 
     @jax.custom_vjp
@@ -181,9 +184,9 @@ def _sequence(kind, project_inputs):
             d_states = (d_states[0] + d_out,) + tuple(d_states[1:])
             d_prev, d_a, d_inner = kind.backward(h_t, saved_t, recurrent_kernel, d_states)
             # A masked step passes its states' cotangents through and has no gradient of its own.
-            d_prev = tuple(jnp.where(m_t, prev, d) for prev, d in zip(d_prev, d_states))
-            d_a = jnp.where(m_t, d_a, 0.0)
-            d_inner = None if d_inner is None else jnp.where(m_t, d_inner, 0.0)
+            d_prev = tuple(select(m_t, prev, d) for prev, d in zip(d_prev, d_states))
+            d_a = select(m_t, d_a, 0.0)
+            d_inner = None if d_inner is None else select(m_t, d_inner, 0.0)
             return d_prev, (d_a, d_inner)
 
         d_states0, (d_a, d_inner) = jax.lax.scan(step, tuple(d_states), (d_outputs, masks, h_prev, saved),

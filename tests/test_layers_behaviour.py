@@ -131,11 +131,11 @@ def test_cell_step_in_training_with_dropout_explicit_or_cached_masks():
     assert tuple(h.shape) == (2, 3)
 
 
-@pytest.mark.parametrize("time, sequences, backwards, hoisted", [(7, True, False, False), (1, True, False, False),
-                                                                 (7, False, False, False), (7, False, True, False),
-                                                                 (7, True, True, True)])
+@pytest.mark.parametrize("time, sequences, backwards, hoisted, masked", [
+    (7, True, False, False, True), (1, True, False, False, True), (7, False, False, False, True),
+    (7, False, True, False, True), (7, True, True, True, True), (7, True, True, False, False)])
 @pytest.mark.parametrize("layer_cls", [layers.LSTM, layers.GRU])
-def test_backend_fast_path_equals_generic_scan(layer_cls, time, sequences, backwards, hoisted, monkeypatch):
+def test_backend_fast_path_equals_generic_scan(layer_cls, time, sequences, backwards, hoisted, masked, monkeypatch):
     """The torch and TensorFlow loops (TensorFlow's without the outputs when only the last is
     read), the input product in each step (JAX and TensorFlow on a CPU), JAX's LSTM and GRU with their
     own backward pass (`layers/jax_recurrent.py`, input products in each step or hoisted) and the
@@ -149,7 +149,7 @@ def test_backend_fast_path_equals_generic_scan(layer_cls, time, sequences, backw
     x = rng.normal(size=(3, time, 4)).astype("float32")
     mask = rng.random((3, time)) > 0.3
     mask[0, -1] = False  # a masked last step: its output repeats the state, or is zero
-    mask = ops.convert_to_tensor(mask)
+    mask = ops.convert_to_tensor(mask) if masked else None
     layer = layer_cls(5, return_sequences=sequences, return_state=True, go_backwards=backwards,
                       zero_output_for_mask=backwards)
     states = [rng.normal(size=(3, 5)).astype("float32") for _ in range(2 if layer_cls is layers.LSTM else 1)]
