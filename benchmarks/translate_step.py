@@ -86,9 +86,9 @@ def step_parts(batch, length, rounds):
     return seconds
 
 
-def padding_shares(batch_size):
+def padding_shares():
     """Rows `(multiple, source padding share, target padding share, batch shapes)` of an epoch of
-    the default `trainers.translate` training batches."""
+    the default `trainers.translate` training batches (its default batch size)."""
     from trainers import translate
     from trainers.batching import LengthBatches
 
@@ -100,7 +100,8 @@ def padding_shares(batch_size):
     sources, targets = translate.encode_pairs(train_pairs, *vocabularies, config.max_length)
     source_lengths = np.array([len(s) for s in sources])
     target_lengths = np.array([len(t) for t in targets]) - 1  # the decoder reads [START] ... , predicts ... [END]
-    plan = LengthBatches(np.maximum(source_lengths, target_lengths), lambda rows: rows, batch_size, config.seed)
+    plan = LengthBatches(np.maximum(source_lengths, target_lengths), lambda rows: rows, config.batch_size,
+                         config.seed)
     rows = []
     for multiple in (4, 2, 1):
         def width(lengths, multiple=multiple):
@@ -108,10 +109,10 @@ def padding_shares(batch_size):
 
         source_area = sum(width(source_lengths[b]) * len(b) for b in plan.batches)
         target_area = sum(width(target_lengths[b]) * len(b) for b in plan.batches)
-        used = sum(len(b) for b in plan.batches)
         shapes = {(width(source_lengths[b]), width(target_lengths[b])) for b in plan.batches}
-        rows.append((multiple, 1 - source_lengths[np.concatenate(plan.batches)].sum() / source_area,
-                     1 - target_lengths[np.concatenate(plan.batches)].sum() / target_area, len(shapes), used))
+        kept = np.concatenate(plan.batches)  # a ragged last batch is left out of training
+        rows.append((multiple, 1 - source_lengths[kept].sum() / source_area,
+                     1 - target_lengths[kept].sum() / target_area, len(shapes)))
     return rows
 
 
@@ -136,7 +137,7 @@ def main(argv=None):
         print(f"| {part} | {1000 * s:.1f} | {s / seconds['whole step']:.0%} |")
     if not args.skip_padding:
         print("\n| pad multiple | source steps padded | target steps padded | batch shapes |\n|---:|---:|---:|---:|")
-        for multiple, source, target, shapes, _ in padding_shares(64):
+        for multiple, source, target, shapes in padding_shares():
             print(f"| {multiple} | {source:.0%} | {target:.0%} | {shapes} |")
 
 
