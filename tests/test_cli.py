@@ -104,11 +104,24 @@ def test_checkpoints_live_under_the_run_output_and_refuse_to_be_discarded(tmp_pa
     run = RunCheckpoints(*flags(tmp_path / "a" / "model"))
     assert pathlib.Path(run.folder) == tmp_path / "a" / "model" / "checkpoints" and os.path.isdir(run.folder)
     assert not (tmp_path / "checkpoints").exists()
+    run.epoch_seconds["0"] = 1.0  # one epoch done
+    run._write_run()
     with pytest.raises(cli.UsageError, match="holds the checkpoints of an interrupted run: add --resume"):
         RunCheckpoints(*flags(tmp_path / "a" / "model"))
     assert os.path.isdir(run.folder)  # nothing deleted
     other = RunCheckpoints(*flags(tmp_path / "b" / "model", resume=True))  # same last name, other run
     assert other.sessions == 1 and other.folder != run.folder
+
+
+def test_a_run_stopped_before_its_first_epoch_does_not_block_the_next(tmp_path, capsys):
+    """The newcomer's path: a run fails on missing data after writing run.json; once the data is
+    there, the same command must start, not ask for --resume."""
+    RunCheckpoints(*flags(tmp_path / "model"))  # the failed run: run.json only
+    again = RunCheckpoints(*flags(tmp_path / "model", units=16))
+    assert again.sessions == 1 and "stopped before its first epoch; starting afresh" in capsys.readouterr().err
+    (tmp_path / "model" / "checkpoints" / "best.weights.h5").write_bytes(b"")  # an epoch's best weights
+    with pytest.raises(cli.UsageError, match="interrupted run"):
+        RunCheckpoints(*flags(tmp_path / "model", units=16))
 
 
 def test_resume_refuses_a_checkpoint_made_with_other_settings(tmp_path):

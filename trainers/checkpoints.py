@@ -54,8 +54,14 @@ class RunCheckpoints:
             raise UsageError(f"{self.folder} is not a checkpoint folder of ours (no readable run.json); "
                              "move it away or choose another --out")
         if earlier is not None and not self.resume:
-            raise UsageError(f"{out} holds the checkpoints of an interrupted run: add --resume to continue "
-                             f"it, or delete {self.folder} to start afresh")
+            if self._holds_progress(earlier):
+                raise UsageError(f"{out} holds the checkpoints of an interrupted run: add --resume to continue "
+                                 f"it, or delete {self.folder} to start afresh")
+            # Stopped before its first epoch (missing data, a bad flag, Ctrl-C while compiling): there
+            # is nothing to resume or to lose, and refusing would only block the corrected command.
+            print(f"note: {self.folder}: an earlier run stopped before its first epoch; starting afresh",
+                  file=sys.stderr)
+            earlier = None
         if earlier is not None:
             changed = [f"{'KERAS_BACKEND' if k == 'backend' else '--' + k.replace('_', '-')} "
                        f"{earlier['settings'].get(k)!r} (now {v!r})"
@@ -75,6 +81,12 @@ class RunCheckpoints:
         if self.writer:
             os.makedirs(self.folder, exist_ok=True)
             self._write_run()
+
+    def _holds_progress(self, run):
+        """Whether the run recorded in `run` (its run.json) finished an epoch: an epoch's time, a
+        backup or best weights (the history file is opened before the first epoch, so it says nothing)."""
+        return bool(run.get("epoch_seconds")) or any(
+            os.path.exists(path) for path in (self.best_path, os.path.join(self.folder, "backup")))
 
     def _read_run(self):
         try:
