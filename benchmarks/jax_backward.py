@@ -4,9 +4,10 @@
     KERAS_BACKEND=jax python -m benchmarks.jax_backward --model translate    # translation model, batch 64
     KERAS_BACKEND=jax python -m benchmarks.jax_backward --batch-sizes 32 --rounds 20
 
-Builds a default model twice with the same weights: `charlm` is the `trainers.generate` model
-(2 x LSTM 512, 100 characters), `translate` the `trainers.translate` one (bidirectional GRU 256
-encoder, GRU 256 decoder with attention, 8,000 / 4,000 pieces, sentences of 4-24 pieces, padded).
+Builds a default model twice with the same weights, compiled from its trainer's defaults:
+`charlm` is the `trainers.generate` model (2 x LSTM 512, 100 characters), `translate` the
+`trainers.translate` one (bidirectional GRU 256 encoder, GRU 256 decoder with attention,
+8,000 / 4,000 pieces, sentences of 4-24 pieces, padded).
 One copy traces its training step through `layers/jax_recurrent.py` (the loop computes only the
 state and gate gradients; weight and input gradients are one product over all steps), the other
 through the generic loop (autodiff of `lax.scan`). The two then alternate, step for step, on the
@@ -24,25 +25,36 @@ CHAR_STEPS, CHAR_VOCABULARY = 100, 65
 SOURCE_VOCABULARY, TARGET_VOCABULARY, LONGEST = 8000, 4000, 24
 
 
-def model_and_batch(name, batch):
-    """`(model, (inputs, targets))`: the default model `name`, compiled as its trainer does, and one
-    random batch of its inputs."""
+def default_model(name):
+    """The default model of `trainers.generate` (`charlm`) or `trainers.translate` (`translate`),
+    compiled as its trainer compiles it, from the trainer's config defaults (a constant learning
+    rate in place of the cosine schedule: the same work per step)."""
     import keras
 
-    rng = np.random.default_rng(0)
     if name == "charlm":
-        from models.char_lm import CharLM, CharLMConfig
+        from models.char_lm import CharLM
+        from trainers.generate import GenerateConfig
 
-        model = CharLM(CharLMConfig(vocab_size=CHAR_VOCABULARY))
-        model.compile(optimizer=keras.optimizers.Adam(3e-3, clipnorm=1.0),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        config = GenerateConfig(vocab_size=CHAR_VOCABULARY)
+        model, loss, metrics = CharLM(config), keras.losses.SparseCategoricalCrossentropy(from_logits=True), []
+    else:
+        from models.seq2seq import Seq2SeqAttention, masked_accuracy, smoothed_masked_loss
+        from trainers.translate import TranslateConfig
+
+        config = TranslateConfig(source_vocab_size=SOURCE_VOCABULARY, target_vocab_size=TARGET_VOCABULARY)
+        model, loss, metrics = Seq2SeqAttention(config), smoothed_masked_loss(config.label_smoothing), [masked_accuracy]
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm), loss=loss,
+                  metrics=metrics)
+    return model
+
+
+def model_and_batch(name, batch):
+    """`(model, (inputs, targets))`: `default_model(name)` and one random batch of its inputs."""
+    rng = np.random.default_rng(0)
+    model = default_model(name)
+    if name == "charlm":
         ids = rng.integers(0, CHAR_VOCABULARY, (batch, CHAR_STEPS + 1))
         return model, (ids[:, :-1], ids[:, 1:])
-    from models.seq2seq import Seq2SeqAttention, Seq2SeqConfig, smoothed_masked_loss
-
-    model = Seq2SeqAttention(Seq2SeqConfig(source_vocab_size=SOURCE_VOCABULARY,
-                                           target_vocab_size=TARGET_VOCABULARY))
-    model.compile(optimizer=keras.optimizers.Adam(2e-3, clipnorm=1.0), loss=smoothed_masked_loss(0.1))
 
     def padded(vocabulary):
         ids = rng.integers(1, vocabulary, (batch, LONGEST + 1))

@@ -27,10 +27,8 @@ def part_loss(model, part, source, target_in, target_out):
     """The scalar whose gradient is timed for `part` (one of `PARTS`)."""
     from keras import ops
 
-    from models.seq2seq import masked_loss
-
     if part == "whole step":
-        return masked_loss(target_out, model((source, target_in), training=True), 0.1)
+        return model.loss(target_out, model((source, target_in), training=True))  # the trainer's loss
     values, keys, mask, states = model.encode(source, training=True)
     if part == "encoder only":
         return ops.sum(values) + ops.sum(keys) + sum(ops.sum(s) for s in states)
@@ -49,14 +47,14 @@ def step_parts(batch, length, rounds):
     import jax
     import keras
 
-    from models.seq2seq import Seq2SeqAttention, Seq2SeqConfig, masked_accuracy, smoothed_masked_loss
+    from benchmarks.jax_backward import SOURCE_VOCABULARY, TARGET_VOCABULARY, default_model
 
     keras.utils.set_random_seed(0)
-    model = Seq2SeqAttention(Seq2SeqConfig(source_vocab_size=8000, target_vocab_size=4000))
+    model = default_model("translate")  # compiled as trainers.translate compiles it
     model.build()
     rng = np.random.default_rng(0)
-    source = rng.integers(1, 8000, (batch, length)).astype("int32")
-    target = rng.integers(1, 4000, (batch, length + 1)).astype("int32")
+    source = rng.integers(1, SOURCE_VOCABULARY, (batch, length)).astype("int32")
+    target = rng.integers(1, TARGET_VOCABULARY, (batch, length + 1)).astype("int32")
     source[:, length - 2:], target[:, length - 1:] = 0, 0
     batch_arrays = (source, target[:, :-1], target[:, 1:])
     variables = model.trainable_variables
@@ -79,8 +77,6 @@ def step_parts(batch, length, rounds):
         gradient = jax.jit(jax.value_and_grad(loss))
         values = [v.value for v in variables]
         seconds[part] = median_seconds(lambda: gradient(values, *batch_arrays))
-    model.compile(optimizer=keras.optimizers.Adam(2e-3, clipnorm=1.0), loss=smoothed_masked_loss(0.1),
-                  metrics=[masked_accuracy])
     x, y = (source, target[:, :-1]), target[:, 1:]
     seconds["train_on_batch"] = median_seconds(lambda: model.train_on_batch(x, y))
     return seconds
@@ -90,7 +86,6 @@ def padding_shares():
     """Rows `(multiple, source padding share, target padding share, batch shapes)` of an epoch of
     the default `trainers.translate` training batches (its default batch size)."""
     from trainers import translate
-    from trainers.batching import LengthBatches
 
     config = translate.TranslateConfig()
     pairs, _ = translate.load_pairs(config)
@@ -100,17 +95,16 @@ def padding_shares():
     sources, targets = translate.encode_pairs(train_pairs, *vocabularies, config.max_length)
     source_lengths = np.array([len(s) for s in sources])
     target_lengths = np.array([len(t) for t in targets]) - 1  # the decoder reads [START] ... , predicts ... [END]
-    plan = LengthBatches(np.maximum(source_lengths, target_lengths), lambda rows: rows, config.batch_size,
-                         config.seed)
+    plan = translate.pair_batches(sources, targets, config.batch_size, config.seed).batches  # the trainer's batches
+    kept = np.concatenate(plan)  # a ragged last batch is left out of training
     rows = []
     for multiple in (4, 2, 1):
         def width(lengths, multiple=multiple):
             return -(-lengths.max() // multiple) * multiple
 
-        source_area = sum(width(source_lengths[b]) * len(b) for b in plan.batches)
-        target_area = sum(width(target_lengths[b]) * len(b) for b in plan.batches)
-        shapes = {(width(source_lengths[b]), width(target_lengths[b])) for b in plan.batches}
-        kept = np.concatenate(plan.batches)  # a ragged last batch is left out of training
+        source_area = sum(width(source_lengths[b]) * len(b) for b in plan)
+        target_area = sum(width(target_lengths[b]) * len(b) for b in plan)
+        shapes = {(width(source_lengths[b]), width(target_lengths[b])) for b in plan}
         rows.append((multiple, 1 - source_lengths[kept].sum() / source_area,
                      1 - target_lengths[kept].sum() / target_area, len(shapes)))
     return rows

@@ -133,8 +133,8 @@ def encode_pairs(pairs, source_vocab, target_vocab, max_length):
 def pair_batches(sources, targets, batch_size, seed, shuffle=True):
     """`LengthBatches` of `((source (b, S), target_in (b, T)), target_out (b, T))`, int32,
     zero-padded to an even number of steps. XLA compiles each batch shape (about 3.5 s for a
-    training and an evaluation step); exact widths would need 56 shapes and multiples of 4 pad
-    27% of the source steps and 18% of the target ones: even widths, 33 shapes, pad 21% and 11%,
+    training and an evaluation step); exact widths would need 64 shapes and multiples of 4 pad
+    32% of the source steps and 17% of the target ones: even widths, 40 shapes, pad 26% and 10%,
     about 8% of a step's work saved for 1 more minute of compiling (`benchmarks/RESULTS.md`)."""
     lengths = [max(len(s), len(t)) for s, t in zip(sources, targets)]
 
