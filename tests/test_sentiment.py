@@ -249,9 +249,14 @@ def test_trainer_runs_end_to_end_on_a_slice_of_imdb(tmp_path, capsys, monkeypatc
     assert teaching["teacher_val_loss"] > 0 and not (out / "teacher").exists()  # kept in the card only
     assert len(card["training"]["history"]["loss"]) == 1  # --student-epochs 1
     student = tmp_path / "student"  # a saved classifier as the teacher
-    assert trainer.main([*tiny, "--teacher", str(out), "--out", str(student), "--no-test"]) == 0
+    assert trainer.main([*tiny, "--teacher", str(out), "--out", str(student), "--no-test", "--student-units", "6",
+                         "--student-adversarial", "0"]) == 0
     card = json.loads((student / "card.json").read_text())
     assert card["self_training"]["teacher"] == str(out) and card["test"] is None and out.exists()
+    assert card["self_training"]["student_units"] == 6 and card["self_training"]["student_adversarial"] == 0
+    from models.classifier import SentimentClassifier
+
+    assert SentimentClassifier.load(student).model.config.units == 6  # the student's size, not the teacher's 4
     reviews = tmp_path / "reviews.tsv"
     reviews.write_text("1\tA wonderful, moving film.\n0\tDull and far too long.<br />Avoid.\n", encoding="utf-8")
     capsys.readouterr()
@@ -269,10 +274,25 @@ def test_bad_flag_combinations_are_one_line_usage_errors():
         trainer.main(["--embedding-init", "random", "--freeze-embedding"])
     with pytest.raises(cli.UsageError, match="--teacher needs --self-training"):
         trainer.main(["--no-self-training", "--teacher", "saved_models/sentiment-imdb"])
+    with pytest.raises(cli.UsageError, match="--student-units needs --self-training"):
+        trainer.main(["--no-self-training", "--student-units", "128"])
+    with pytest.raises(cli.UsageError, match="--student-adversarial needs --self-training"):
+        trainer.main(["--no-self-training", "--student-adversarial", "0"])
+    with pytest.raises(cli.UsageError, match="size of a --pretrained encoder"):
+        trainer.main(["--pretrained", "saved_models/sentiment-lm", "--student-units", "128"])
     if keras.backend.backend() == "tensorflow":  # one model per distributed run (README, several machines)
         for flags in (["--processes", "2", "--process-index", "0"], ["--data-parallel"]):
             with pytest.raises(cli.UsageError, match="trains one model"):
                 trainer.main(flags)
+
+
+def test_student_config_takes_the_teachers_settings_unless_given():
+    from trainers.sentiment import SentimentConfig, student_config
+
+    teacher = SentimentConfig(units=32, adversarial=2.5)
+    assert (student_config(teacher).units, student_config(teacher).adversarial) == (32, 2.5)
+    student = student_config(SentimentConfig(units=32, adversarial=2.5, student_units=64, student_adversarial=0.0))
+    assert (student.units, student.adversarial) == (64, 0.0)
 
 
 def test_accuracy_counts_a_soft_label_as_its_rounded_choice():

@@ -78,6 +78,12 @@ class SentimentConfig(SentimentNetConfig):
                                         "final model afresh on both", quick=False)
     student_epochs: int = setting(1, "with --self-training: epochs of the final model over the labelled and "
                                      "unlabelled reviews", kind="positive_int")
+    student_units: int | None = setting(None, "with --self-training: recurrent units of each direction of the final "
+                                              "model (default: --units, the teacher's)", kind="positive_int",
+                                        shown="--units")
+    student_adversarial: float | None = setting(None, "with --self-training: --adversarial of the final model "
+                                                      "(default: the teacher's)", kind="nonnegative",
+                                                shown="--adversarial")
     teacher: str | None = setting(None, "with --self-training: label the unlabelled reviews with this saved classifier "
                                         "instead of training a teacher", kind="text", shown="none")
     freeze_embedding: bool = setting(False, "keep the ppmi word vectors fixed in training (no: they are fine-tuned)")
@@ -294,15 +300,17 @@ def train(config, args):
     vectors, vector_seconds = (None, 0.0) if config.pretrained else initial_embedding(
         config, vocabulary, tokens["train"] + tokens["unlabelled"])
 
-    def fit(run, data, epochs=None):
-        return run.fit(lambda: build_model(config, vectors, language_model, train_data), data, val_data,
+    def fit(run, data, model_config=config, epochs=None):
+        return run.fit(lambda: build_model(model_config, vectors, language_model, train_data), data, val_data,
                        keras.losses.BinaryCrossentropy(from_logits=True), [accuracy],
                        average_tails=(0.5,) if config.average_weights else (), epochs=epochs)
 
     teaching = None
     if config.self_training:  # the teacher fits on the labelled reviews, the student on both
         train_data, teaching = student_data(config, args, fit, train_data, vocabulary, tokens, splits, corpus)
-    model = fit(run, train_data, config.student_epochs if config.self_training else None)
+        model = fit(run, train_data, student_config(config), config.student_epochs)
+    else:
+        model = fit(run, train_data)
     classifier = SentimentClassifier(model, vocabulary)
     result = None if args.no_test else metrics(splits["test"][1], classifier.predict(splits["test"][0], 128))
     if result:
@@ -341,6 +349,14 @@ def student_data(config, args, fit, labelled, vocabulary, tokens, splits, corpus
                    config.batch_size, config.seed, True)
     print(f"student: {len(data)} batches of labelled and teacher-labelled reviews, {config.student_epochs} epoch(s)")
     return data, teaching
+
+
+def student_config(config):
+    """The settings of self-training's final model: the teacher's, but for `--student-units` and
+    `--student-adversarial` where given."""
+    units = config.units if config.student_units is None else config.student_units
+    adversarial = config.adversarial if config.student_adversarial is None else config.student_adversarial
+    return dataclasses.replace(config, units=units, adversarial=adversarial)
 
 
 def accuracy(labels, logits):
@@ -390,7 +406,8 @@ def teach(config, args, fit_teacher, unlabelled_texts):
         "teacher_val_loss": kept_loss, "teacher_minutes": round(trained_seconds / 60, 1),
         "unlabelled_reviews": len(probabilities), "labels": "teacher probabilities (soft)",
         "mean_probability": round(float(probabilities.mean()), 4), "confident_share": round(confident, 4),
-        "student_epochs": config.student_epochs}
+        "student_epochs": config.student_epochs, "student_units": student_config(config).units,
+        "student_adversarial": student_config(config).adversarial}
 
 
 def card_entries(config, corpus, splits, vocabulary, vector_seconds, result, teaching=None):
@@ -430,8 +447,12 @@ def main(argv=None):
     if config.pretrained and config.freeze_embedding:
         raise cli.UsageError("--freeze-embedding freezes ppmi word vectors; with --pretrained the embedding is the "
                              "language model's and is fine-tuned")
-    if config.teacher and not config.self_training:
-        raise cli.UsageError("--teacher needs --self-training (the teacher labels the unlabelled reviews for it)")
+    for name in ("teacher", "student_units", "student_adversarial"):
+        if getattr(config, name) is not None and not config.self_training:
+            raise cli.UsageError(f"--{name.replace('_', '-')} needs --self-training (it sets the teacher or the "
+                                 "final model of self-training)")
+    if config.pretrained and config.student_units is not None:
+        raise cli.UsageError("--student-units cannot change the size of a --pretrained encoder (its sizes hold)")
     if (config.self_training and not config.teacher and keras.backend.backend() == "tensorflow"
             and (cluster.from_args(args).distributed or config.data_parallel)):
         raise cli.UsageError("on TensorFlow, a distributed run trains one model (a second model's collectives clash "
