@@ -61,6 +61,8 @@ def sequence(cell, xs, initial_states, masks=None, project_inputs=True):
     kind = _LSTM if isinstance(cell, LSTMCell) else _GRU
     width = cell.gates * cell.units
     bias = ops.convert_to_tensor(cell.bias) if cell.use_bias else jnp.zeros(kind.bias_shape(width), "float32")
+    # With hoisted products the loop never reads the kernel (its gradient is the caller's product's):
+    # an empty stand-in keeps one signature for the custom_vjp function.
     kernel = ops.convert_to_tensor(cell.kernel) if project_inputs else jnp.zeros((0, width), "float32")
     outputs, states = _sequence(kind, project_inputs, masks is not None)(
         kernel, ops.convert_to_tensor(cell.recurrent_kernel), bias, xs, tuple(initial_states), masks)
