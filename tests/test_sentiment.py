@@ -291,8 +291,9 @@ def test_student_config_takes_the_teachers_settings_unless_given():
 
     teacher = SentimentConfig(units=32, adversarial=2.5)
     assert (student_config(teacher).units, student_config(teacher).adversarial) == (32, 2.5)
-    student = student_config(SentimentConfig(units=32, adversarial=2.5, student_units=64, student_adversarial=0.0))
-    assert (student.units, student.adversarial) == (64, 0.0)
+    student = student_config(SentimentConfig(units=32, adversarial=2.5, student_units=64, student_adversarial=0.0,
+                                             epochs=2, student_epochs=3))
+    assert (student.units, student.adversarial, student.epochs) == (64, 0.0, 3)
 
 
 def test_accuracy_counts_a_soft_label_as_its_rounded_choice():

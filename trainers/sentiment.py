@@ -300,21 +300,18 @@ def train(config, args):
     vectors, vector_seconds = (None, 0.0) if config.pretrained else initial_embedding(
         config, vocabulary, tokens["train"] + tokens["unlabelled"])
 
-    def fit(run, data, model_config=config, epochs=None):
-        return run.fit(lambda: build_model(model_config, vectors, language_model, train_data), data, val_data,
-                       keras.losses.BinaryCrossentropy(from_logits=True), [accuracy],
-                       average_tails=(0.5,) if config.average_weights else (), epochs=epochs)
+    def fit(run, data, student=False):  # self-training's student: its own size, noise and epochs
+        c = student_config(config) if student else config
+        return run.fit(lambda: build_model(c, vectors, language_model, train_data), data, val_data,
+                       keras.losses.BinaryCrossentropy(from_logits=True), [accuracy], epochs=c.epochs,
+                       average_tails=(0.5,) if config.average_weights else ())
 
     teaching = None
     if config.self_training:  # the teacher fits on the labelled reviews, the student on both
         train_data, teaching = student_data(config, args, fit, train_data, vocabulary, tokens, splits, corpus)
-        model = fit(run, train_data, student_config(config), config.student_epochs)
-    else:
-        model = fit(run, train_data)
+    model = fit(run, train_data, student=config.self_training)
     classifier = SentimentClassifier(model, vocabulary)
-    result = None if args.no_test else metrics(splits["test"][1], classifier.predict(splits["test"][0], 128))
-    if result:
-        print_metrics("test", result)
+    result = None if args.no_test else score_test_split(classifier, *splits["test"][:2])
     run.save(classifier, run.card(model, **card_entries(config, corpus, splits, vocabulary, vector_seconds, result,
                                                         teaching)))
     if teaching and not config.teacher and run.cluster.is_chief:
@@ -352,11 +349,18 @@ def student_data(config, args, fit, labelled, vocabulary, tokens, splits, corpus
 
 
 def student_config(config):
-    """The settings of self-training's final model: the teacher's, but for `--student-units` and
-    `--student-adversarial` where given."""
+    """The settings of self-training's final model: the teacher's, but for its epochs
+    (`--student-epochs`), and `--student-units` and `--student-adversarial` where given."""
     units = config.units if config.student_units is None else config.student_units
     adversarial = config.adversarial if config.student_adversarial is None else config.student_adversarial
-    return dataclasses.replace(config, units=units, adversarial=adversarial)
+    return dataclasses.replace(config, units=units, adversarial=adversarial, epochs=config.student_epochs)
+
+
+def score_test_split(classifier, texts, labels):
+    """`metrics` of the classifier on the test reviews, printed."""
+    result = metrics(labels, classifier.predict(texts, 128))
+    print_metrics("test", result)
+    return result
 
 
 def accuracy(labels, logits):
