@@ -79,11 +79,9 @@ class SentimentConfig(SentimentNetConfig):
     student_epochs: int = setting(1, "with --self-training: epochs of the final model over the labelled and "
                                      "unlabelled reviews", kind="positive_int")
     student_units: int | None = setting(None, "with --self-training: recurrent units of each direction of the final "
-                                              "model (default: --units, the teacher's)", kind="positive_int",
-                                        shown="--units")
-    student_adversarial: float | None = setting(None, "with --self-training: --adversarial of the final model "
-                                                      "(default: the teacher's)", kind="nonnegative",
-                                                shown="--adversarial")
+                                              "model", kind="positive_int", shown="--units, the teacher's")
+    student_adversarial: float | None = setting(None, "with --self-training: --adversarial of the final model",
+                                                kind="nonnegative", shown="--adversarial, the teacher's")
     teacher: str | None = setting(None, "with --self-training: label the unlabelled reviews with this saved classifier "
                                         "instead of training a teacher", kind="text", shown="none")
     freeze_embedding: bool = setting(False, "keep the ppmi word vectors fixed in training (no: they are fine-tuned)")
