@@ -403,13 +403,13 @@ def teach(config, args, fit_teacher, unlabelled_texts):
     training, average = teacher.card.get("training", {}), teacher.card.get("weight_average")
     average = average if isinstance(average, dict) else {}  # "off" with --no-average-weights
     kept_loss = (average.get("val_loss") or {}).get(average.get("kept"), training.get("best_val_loss"))
+    student = student_config(config)
     return probabilities, {
-        "teacher": config.teacher or "trained in this run on the labelled reviews (same settings)",
+        "teacher": config.teacher or "trained in this run on the labelled reviews (this run's settings)",
         "teacher_val_loss": kept_loss, "teacher_minutes": round(trained_seconds / 60, 1),
         "unlabelled_reviews": len(probabilities), "labels": "teacher probabilities (soft)",
         "mean_probability": round(float(probabilities.mean()), 4), "confident_share": round(confident, 4),
-        "student_epochs": config.student_epochs, "student_units": student_config(config).units,
-        "student_adversarial": student_config(config).adversarial}
+        "student_epochs": student.epochs, "student_units": student.units, "student_adversarial": student.adversarial}
 
 
 def card_entries(config, corpus, splits, vocabulary, vector_seconds, result, teaching=None):
