@@ -451,8 +451,8 @@ def main(argv=None):
                              "language model's and is fine-tuned")
     for name in ("teacher", "student_units", "student_adversarial"):
         if getattr(config, name) is not None and not config.self_training:
-            raise cli.UsageError(f"--{name.replace('_', '-')} needs --self-training (it sets the teacher or the "
-                                 "final model of self-training)")
+            raise cli.UsageError(f"--{name.replace('_', '-')} needs --self-training (off with --quick or "
+                                 "--no-self-training): it sets the teacher or the final model of self-training")
     if config.pretrained and config.student_units is not None:
         raise cli.UsageError("--student-units cannot change the size of a --pretrained encoder (its sizes hold)")
     if (config.self_training and not config.teacher and keras.backend.backend() == "tensorflow"
