@@ -248,12 +248,17 @@ def test_trainer_runs_end_to_end_on_a_slice_of_imdb(tmp_path, capsys, monkeypatc
     assert teaching["unlabelled_reviews"] == 300 and 0 < teaching["mean_probability"] < 1
     assert teaching["teacher_val_loss"] > 0 and not (out / "teacher").exists()  # kept in the card only
     assert len(card["training"]["history"]["loss"]) == 1  # --student-epochs 1
+    opinion = teaching["ngram_opinion"]  # the teacher's logits mixed with an n-gram regression's
+    assert opinion["order"] == 3 and opinion["ngrams"] > 0 and 0 <= opinion["teacher_share"] <= 1
+    alone = min(opinion["teacher"]["val_loss"], opinion["ngram_model"]["val_loss"])
+    assert opinion["mixed"]["val_loss"] <= alone + 1e-4  # a share of 0 or 1 is either alone
     student = tmp_path / "student"  # a saved classifier as the teacher
     assert trainer.main([*tiny, "--teacher", str(out), "--out", str(student), "--no-test", "--student-units", "6",
-                         "--student-adversarial", "0"]) == 0
+                         "--student-adversarial", "0", "--teacher-ngrams", "0"]) == 0
     card = json.loads((student / "card.json").read_text())
     assert card["self_training"]["teacher"] == str(out) and card["test"] is None and out.exists()
     assert card["self_training"]["student_units"] == 6 and card["self_training"]["student_adversarial"] == 0
+    assert card["self_training"]["ngram_opinion"] == "off"
     from models.classifier import SentimentClassifier
 
     assert SentimentClassifier.load(student).model.config.units == 6  # the student's size, not the teacher's 4
@@ -278,6 +283,8 @@ def test_bad_flag_combinations_are_one_line_usage_errors():
         trainer.main(["--no-self-training", "--student-units", "128"])
     with pytest.raises(cli.UsageError, match="--student-adversarial needs --self-training"):
         trainer.main(["--no-self-training", "--student-adversarial", "0"])
+    with pytest.raises(cli.UsageError, match="--teacher-ngrams takes 0"):
+        trainer.main(["--teacher-ngrams", "4"])
     with pytest.raises(cli.UsageError, match="size of a --pretrained encoder"):
         trainer.main(["--pretrained", "saved_models/sentiment-lm", "--student-units", "128"])
     if keras.backend.backend() == "tensorflow":  # one model per distributed run (README, several machines)

@@ -18,6 +18,7 @@
   own engine: `--processes --process-index --coordinator`, or torchrun, SLURM or `TF_CONFIG`.
 - `trainers.launch`: `python -m trainers.launch --processes N -- TASK ...`, N local processes.
 - `trainers.word_vectors`: PPMI-SVD word vectors (the sentiment embedding's start).
+- `trainers.ngram_teacher`: logistic regression on NB-weighted n-grams (self-training's second opinion).
 - `trainers.subwords`: the translator's SentencePiece models, learnt on the training split.
 - `trainers.averaging`: tail weight averaging (sentiment and translation).
 - `trainers.export`: `python -m trainers.export`, a saved model as ONNX graphs (float32 and int8),

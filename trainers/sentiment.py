@@ -33,6 +33,7 @@ from runtime.text import Vocabulary, review_tokens, truncate
 from trainers import data, word_vectors
 from trainers import cluster
 from trainers.batching import LengthBatches, fit_input, pad
+from trainers.ngram_teacher import NgramLogisticRegression, log_loss, mixture_weight
 from trainers.training import TrainingRun, data_parallel_setting, precision_setting, training_setting
 
 VALIDATION_FRACTION = 0.1
@@ -84,6 +85,11 @@ class SentimentConfig(SentimentNetConfig):
                                                 kind="nonnegative", shown="--adversarial, the teacher's")
     teacher: str | None = setting(None, "with --self-training: label the unlabelled reviews with this saved classifier "
                                         "instead of training a teacher", kind="text", shown="none")
+    teacher_ngrams: int = setting(3, "with --self-training: mix the teacher's logits with those of a logistic "
+                                     "regression on NB-weighted n-grams of up to this many words "
+                                     "(trainers/ngram_teacher.py), fitted on the labelled reviews, its share chosen on "
+                                     "validation (0: off)",
+                                  kind="int")
     freeze_embedding: bool = setting(False, "keep the ppmi word vectors fixed in training (no: they are fine-tuned)")
     average_weights: bool = setting(True, "average the weights over the second half of training "
                                           "(trainers/averaging.py) and keep the mean if its validation loss is lower")
@@ -337,7 +343,7 @@ def student_data(config, args, fit, labelled, vocabulary, tokens, splits, corpus
     unlabelled ones with the probabilities of the teacher (`teach`; `fit(run, labelled)` trains
     it), and the card's record."""
     probabilities, teaching = teach(config, args, lambda run: SentimentClassifier(fit(run, labelled), vocabulary),
-                                    corpus["unlabelled"])
+                                    corpus["unlabelled"], tokens, splits)
     keras.utils.set_random_seed(config.seed)  # the student starts alike, whether the teacher was trained or loaded
     data = batches(vocabulary, config.max_length, tokens["train"] + tokens["unlabelled"],
                    np.concatenate([np.asarray(splits["train"][1], "float32"), probabilities]),
@@ -372,7 +378,7 @@ def teacher_folder(config, args):
     return config.teacher or os.path.join(args.out, "teacher")
 
 
-def teach(config, args, fit_teacher, unlabelled_texts):
+def teach(config, args, fit_teacher, unlabelled_texts, tokens, splits):
     """`(probabilities (n,), record)` of self-training's first stage: the probability that each
     unlabelled review is positive, by the teacher, and the card's record of it.
 
@@ -397,9 +403,13 @@ def teach(config, args, fit_teacher, unlabelled_texts):
     trained_seconds = time.time() - start
     start = time.time()
     probabilities = np.asarray(teacher.predict(unlabelled_texts, 128), dtype="float32").reshape(-1)
+    print(f"self-training: {len(probabilities)} unlabelled reviews labelled by the teacher in "
+          f"{time.time() - start:.0f} s")
+    second_opinion = None
+    if config.teacher_ngrams:
+        probabilities, second_opinion = mix_with_ngrams(config, teacher, probabilities, tokens, splits)
     confident = float(np.mean((probabilities > 0.9) | (probabilities < 0.1)))
-    print(f"self-training: {len(probabilities)} unlabelled reviews labelled in {time.time() - start:.0f} s "
-          f"(mean probability {probabilities.mean():.3f}; {confident:.1%} beyond 0.9 or 0.1)")
+    print(f"self-training: labels' mean probability {probabilities.mean():.3f}; {confident:.1%} beyond 0.9 or 0.1")
     training, average = teacher.card.get("training", {}), teacher.card.get("weight_average")
     average = average if isinstance(average, dict) else {}  # "off" with --no-average-weights
     kept_loss = (average.get("val_loss") or {}).get(average.get("kept"), training.get("best_val_loss"))
@@ -409,7 +419,42 @@ def teach(config, args, fit_teacher, unlabelled_texts):
         "teacher_val_loss": kept_loss, "teacher_minutes": round(trained_seconds / 60, 1),
         "unlabelled_reviews": len(probabilities), "labels": "teacher probabilities (soft)",
         "mean_probability": round(float(probabilities.mean()), 4), "confident_share": round(confident, 4),
-        "student_epochs": student.epochs, "student_units": student.units, "student_adversarial": student.adversarial}
+        "student_epochs": student.epochs, "student_units": student.units, "student_adversarial": student.adversarial,
+        "ngram_opinion": second_opinion or "off"}
+
+
+def mix_with_ngrams(config, teacher, probabilities, tokens, splits):
+    """`(probabilities (n,), record)`: the teacher's probabilities of the unlabelled reviews mixed,
+    in logits, with an n-gram logistic regression's (`trainers.ngram_teacher`) fitted on the
+    labelled reviews, the teacher's share the one with the lowest validation loss."""
+    start = time.time()
+    opinion = NgramLogisticRegression(config.teacher_ngrams, config.min_films).fit(
+        tokens["train"], splits["train"][1], splits["train"][2])
+    val_texts, val_labels = splits["validation"][:2]
+    ngram_val, ngram_unlabelled = opinion.logits(tokens["validation"]), opinion.logits(tokens["unlabelled"])
+    teacher_val = logits_of(teacher.predict(val_texts, 128))
+    share = mixture_weight(teacher_val, ngram_val, val_labels)
+    mixed = share * logits_of(probabilities) + (1 - share) * ngram_unlabelled
+    scores = {name: {"val_loss": round(log_loss(val_labels, z), 4),
+                     "val_accuracy": round(binary_accuracy(val_labels, z), 4)}
+              for name, z in (("teacher", teacher_val), ("ngram_model", ngram_val),
+                              ("mixed", share * teacher_val + (1 - share) * ngram_val))}
+    print(f"self-training: n-grams of up to {config.teacher_ngrams} words ({len(opinion.codes)}) in "
+          f"{time.time() - start:.0f} s; teacher's share {share:.1f}; validation loss / accuracy " +
+          ", ".join(f"{k} {v['val_loss']:.4f} / {v['val_accuracy']:.4f}" for k, v in scores.items()))
+    return (1.0 / (1.0 + np.exp(-mixed))).astype("float32"), {
+        "model": "logistic regression on NB-weighted n-grams (Wang & Manning 2012)", "order": config.teacher_ngrams,
+        "ngrams": len(opinion.codes), "teacher_share": share, **scores, "seconds": round(time.time() - start)}
+
+
+def logits_of(probabilities):
+    """Log-odds `(n,)` of probabilities, clipped away from 0 and 1."""
+    p = np.clip(np.asarray(probabilities, "float64").reshape(-1), 1e-7, 1 - 1e-7)
+    return np.log(p) - np.log1p(-p)
+
+
+def binary_accuracy(labels, logits):
+    return float(np.mean((np.asarray(logits) > 0) == (np.asarray(labels) > 0.5)))
 
 
 def card_entries(config, corpus, splits, vocabulary, vector_seconds, result, teaching=None):
@@ -444,6 +489,8 @@ def main(argv=None):
     cli.output_folders(args, "sentiment-imdb")
     if args.evaluate:
         return evaluate(config, args)
+    if not 0 <= config.teacher_ngrams <= 3:
+        raise cli.UsageError(f"--teacher-ngrams takes 0 (off) to 3 words, got {config.teacher_ngrams}")
     if config.head_warmup < 0:
         raise cli.UsageError(f"--head-warmup must be 0 or more steps, got {config.head_warmup}")
     if config.pretrained and config.freeze_embedding:
