@@ -51,10 +51,13 @@ class NgramLogisticRegression:
         self.weights, self.bias = _logistic_regression(x @ sparse.diags(self.ratios), labels, self.c)
         return self
 
-    def logits(self, token_lists):
-        """`(n,)` logits (log-odds of positive) of tokenised reviews."""
-        x = self._features([self._gram_codes(tokens) for tokens in token_lists])
-        return x @ (self.ratios * self.weights) + self.bias
+    def logits(self, token_lists, chunk=4096):
+        """`(n,)` logits (log-odds of positive) of tokenised reviews, `chunk` reviews at a time (so
+        that 50,000 reviews need no 50,000-row matrix)."""
+        scale = self.ratios * self.weights
+        parts = [self._features([self._gram_codes(tokens) for tokens in token_lists[i:i + chunk]]) @ scale
+                 for i in range(0, len(token_lists), chunk)]
+        return np.concatenate(parts + [np.zeros(0)]) + self.bias
 
     def _gram_codes(self, tokens):
         """Distinct int64 codes of the review's n-grams: word ids in base `len(words) + 1`, offset by
