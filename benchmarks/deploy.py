@@ -173,7 +173,10 @@ def main(argv=None):
         return child(*args.child)
     if args.score:
         return score_child(*args.score)
-    results = {}
+    results = {}  # the tasks measured now replace theirs in the file; the others' rows stay
+    if os.path.exists(RESULTS):
+        with open(RESULTS, encoding="utf-8") as handle:
+            results = json.load(handle)
     for task in args.tasks:
         saved, export = os.path.join("saved_models", TASKS[task]), os.path.join("exports", TASKS[task])
         results[task] = {serving: measure(task, serving, saved, export) for serving in args.servings}
