@@ -23,6 +23,7 @@ import time
 import keras
 import numpy as np
 from keras import ops
+from scipy import special
 
 from models import artifacts
 from models.classifier import SentimentClassifier
@@ -429,7 +430,8 @@ def mix_with_ngrams(config, teacher, probabilities, tokens, splits):
     in logits, with an n-gram logistic regression's (`trainers.ngram_teacher`) fitted on the
     labelled reviews, the teacher's share the one with the lowest validation loss."""
     start = time.time()
-    opinion = NgramLogisticRegression(config.teacher_ngrams, config.min_films).fit(
+    # at least 2 films (or reviews, without film ids): an n-gram seen once says nothing about others
+    opinion = NgramLogisticRegression(config.teacher_ngrams, max(config.min_films, 2)).fit(
         tokens["train"], splits["train"][1], splits["train"][2])
     val_texts, val_labels = splits["validation"][:2]
     ngram_val, ngram_unlabelled = opinion.logits(tokens["validation"]), opinion.logits(tokens["unlabelled"])
@@ -437,25 +439,20 @@ def mix_with_ngrams(config, teacher, probabilities, tokens, splits):
     share = mixture_weight(teacher_val, ngram_val, val_labels)
     mixed = share * logits_of(probabilities) + (1 - share) * ngram_unlabelled
     scores = {name: {"val_loss": round(log_loss(val_labels, z), 4),
-                     "val_accuracy": round(binary_accuracy(val_labels, z), 4)}
+                     "val_accuracy": round(metrics(val_labels, special.expit(z))["accuracy"], 4)}
               for name, z in (("teacher", teacher_val), ("ngram_model", ngram_val),
                               ("mixed", share * teacher_val + (1 - share) * ngram_val))}
     print(f"self-training: n-grams of up to {config.teacher_ngrams} words ({len(opinion.codes)}) in "
           f"{time.time() - start:.0f} s; teacher's share {share:.1f}; validation loss / accuracy " +
           ", ".join(f"{k} {v['val_loss']:.4f} / {v['val_accuracy']:.4f}" for k, v in scores.items()))
-    return (1.0 / (1.0 + np.exp(-mixed))).astype("float32"), {
+    return special.expit(mixed).astype("float32"), {
         "model": "logistic regression on NB-weighted n-grams (Wang & Manning 2012)", "order": config.teacher_ngrams,
         "ngrams": len(opinion.codes), "teacher_share": share, **scores, "seconds": round(time.time() - start)}
 
 
 def logits_of(probabilities):
-    """Log-odds `(n,)` of probabilities, clipped away from 0 and 1."""
-    p = np.clip(np.asarray(probabilities, "float64").reshape(-1), 1e-7, 1 - 1e-7)
-    return np.log(p) - np.log1p(-p)
-
-
-def binary_accuracy(labels, logits):
-    return float(np.mean((np.asarray(logits) > 0) == (np.asarray(labels) > 0.5)))
+    """Log-odds `(n,)` of probabilities, clipped away from 0 and 1 (a float32 sigmoid saturates)."""
+    return special.logit(np.clip(np.asarray(probabilities, "float64").reshape(-1), 1e-7, 1 - 1e-7))
 
 
 def card_entries(config, corpus, splits, vocabulary, vector_seconds, result, teaching=None):
