@@ -1,6 +1,6 @@
 """Train the character-level Shakespeare model: `python -m trainers.generate`.
 
-    python -m trainers.generate                 # defaults: about 28 minutes on a 2-core CPU (JAX)
+    python -m trainers.generate                 # defaults: about 21 minutes on a 2-core CPU (JAX)
     python -m trainers.generate --quick         # smoke run of a few minutes
     python -m trainers.generate --source tfds   # read TensorFlow Datasets' tiny_shakespeare instead
     python -m trainers.generate --evaluate --model saved_models/generate-shakespeare --text-file my.txt
@@ -38,17 +38,17 @@ SAMPLE_PROMPT = "ROMEO:\n"
 class GenerateConfig(CharLMConfig):
     """Every setting of a character-model run: the network's (`CharLMConfig`), then these.
 
-    Defaults measured on a 2-core CPU with JAX: batch 32 x 100 trains more characters per second
-    than 64 x 128 (3,411 against 2,929) and makes three times the updates per epoch; 10 epochs
-    took 66 minutes then, and 27.8 minutes on 2026-11-30 with our JAX LSTM backward pass
-    (validation 1.4160 nats per character; `benchmarks/RESULTS.md`).
+    Defaults measured on a 2-core CPU with JAX: batch 16 x 100, 7 epochs, 21.2 minutes idle to
+    validation 1.4137 nats per character, against batch 32, 10 epochs, 27.7 minutes to 1.4160:
+    half the batch costs 0.55 of a step and, with twice the updates, an epoch of batch 16 learns
+    about as much as 1.5 epochs of batch 32 (6 epochs reach only 1.4235; `benchmarks/RESULTS.md`).
     """
 
     source: str = setting("keras", "corpus reader: shakespeare.txt through the Keras cache or TFDS tiny_shakespeare",
                           choices=("keras", "tfds"))
     sequence_length: int = setting(100, "characters per training window", quick=64)
-    epochs: int = training_setting("epochs", 10, quick=2)
-    batch_size: int = training_setting("batch_size", 32)
+    epochs: int = training_setting("epochs", 7, quick=2)
+    batch_size: int = training_setting("batch_size", 16)
     learning_rate: float = training_setting("learning_rate", 3e-3)
     clipnorm: float = training_setting("clipnorm", 1.0)
     patience: int = training_setting("patience", 3)
