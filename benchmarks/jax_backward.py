@@ -1,6 +1,6 @@
 """JAX: one training step of a default model with our recurrent backward pass and without it.
 
-    KERAS_BACKEND=jax python -m benchmarks.jax_backward                      # char model, batch 32 and 64
+    KERAS_BACKEND=jax python -m benchmarks.jax_backward                      # char model, batch 16 and 32
     KERAS_BACKEND=jax python -m benchmarks.jax_backward --model translate    # translation model, batch 64
     KERAS_BACKEND=jax python -m benchmarks.jax_backward --batch-sizes 32 --rounds 20
 
@@ -105,7 +105,7 @@ def main(argv=None):
     parser.add_argument("--model", choices=("charlm", "translate"), default="charlm",
                         help="charlm: trainers.generate's model (LSTM); translate: trainers.translate's (GRU)")
     parser.add_argument("--batch-sizes", type=positive_int, nargs="+",
-                        help="default: 32 and 64 for charlm, 64 for translate (the trainers' defaults)")
+                        help="default: 16 and 32 for charlm, 64 for translate (the trainers' defaults first)")
     parser.add_argument("--rounds", type=positive_int, default=12, help="paired steps per batch size")
     args = parser.parse_args(argv)
     import keras
@@ -113,7 +113,7 @@ def main(argv=None):
     if keras.backend.backend() != "jax":
         raise SystemExit(f"error: this benchmark is of the JAX kernel; run it with KERAS_BACKEND=jax "
                          f"(now {keras.backend.backend()})")
-    batch_sizes = args.batch_sizes or ([32, 64] if args.model == "charlm" else [64])
+    batch_sizes = args.batch_sizes or ([16, 32] if args.model == "charlm" else [64])
     print(f"model: {args.model}")
     print("| batch | ours, own backward (ms/step) | ours, autodiff of the scan "
           "| speed-up per round, median (min-max) |")
