@@ -17,6 +17,7 @@ from models.translator import Translator
 from runtime.text import RESERVED, TrueCaser, Vocabulary
 from trainers import cli, data, training
 from trainers import translate as trainer
+from trainers.batching import graded_width
 
 from helpers import OTHER_BACKENDS, run_on_other_backend
 
@@ -257,6 +258,15 @@ def test_split_of_a_real_corpus_slice_has_no_leakage():
     assert not {s.lower() for s, _ in validation + test} & {s.lower() for s, _ in train}
 
 
+def test_graded_widths_are_fine_for_short_batches_and_coarse_for_long_ones():
+    widths = [graded_width(n) for n in range(0, 50)]
+    assert widths[:15] == [2, 2, 2, 4, 4, 6, 6, 8, 8, 10, 10, 12, 12, 14, 14]
+    assert widths[15:25] == [16] * 2 + [20] * 4 + [24] * 4
+    assert widths[25:33] == [32] * 8 and widths[33:41] == [40] * 8
+    assert all(w >= n for n, w in enumerate(widths)) and sorted(widths) == widths
+    assert len(set(widths)) == 14  # up to 56 for 49 steps
+
+
 def test_batches_pad_to_few_shapes_and_shift_targets():
     rng = np.random.default_rng(0)
     sources = [list(rng.integers(4, 9, rng.integers(1, 11))) for _ in range(100)]
@@ -265,7 +275,9 @@ def test_batches_pad_to_few_shapes_and_shift_targets():
     seen = 0
     for i in range(len(batches)):
         (source, target_in), target_out = batches[i]
-        assert source.shape[1] % 2 == 0 and target_in.shape[1] % 2 == 0 and target_out.shape == target_in.shape
+        assert source.shape[1] == graded_width(max(len(sources[i]) for i in batches.batches[i]))
+        assert target_in.shape[1] == graded_width(max(len(targets[i]) for i in batches.batches[i]) - 1)
+        assert target_in.shape[1] % 2 == 0 and target_out.shape == target_in.shape
         assert np.all(target_in[:, 0] == Vocabulary.start_id)
         seen += len(source)
     assert seen == 100

@@ -28,7 +28,7 @@ from models.seq2seq import Seq2SeqAttention, Seq2SeqConfig, masked_accuracy, smo
 from runtime.text import TrueCaser, Vocabulary, tokenize
 from models.translator import Translator
 from trainers import data
-from trainers.batching import LengthBatches, pad
+from trainers.batching import LengthBatches, graded_width, pad
 from trainers.subwords import learn_pieces
 from trainers import cluster
 from trainers.training import TrainingRun, data_parallel_setting, precision_setting, training_setting
@@ -132,15 +132,15 @@ def encode_pairs(pairs, source_vocab, target_vocab, max_length):
 
 def pair_batches(sources, targets, batch_size, seed, shuffle=True):
     """`LengthBatches` of `((source (b, S), target_in (b, T)), target_out (b, T))`, int32,
-    zero-padded to an even number of steps. XLA compiles each batch shape (about 3.5 s for a
-    training and an evaluation step); exact widths would need 64 shapes and multiples of 4 pad
-    32% of the source steps and 17% of the target ones: even widths, 40 shapes, pad 26% and 10%,
-    about 8% of a step's work saved for 1 more minute of compiling (`benchmarks/RESULTS.md`)."""
+    zero-padded to `graded_width` steps. XLA compiles each batch shape (about 3.5 s for a training
+    and an evaluation step): the even widths used before took 61 shapes over 6 epochs of batch 32,
+    3 of the run's 20 minutes; the graded ones 25 (`benchmarks/RESULTS.md`, session 18)."""
     lengths = [max(len(s), len(t)) for s, t in zip(sources, targets)]
 
     def make_batch(rows):
-        source = pad([sources[i] for i in rows], multiple=2)
-        target = pad([targets[i] for i in rows], multiple=2, extra=1)  # [START] ... [END]
+        source = pad([sources[i] for i in rows], width=graded_width(max(len(sources[i]) for i in rows)))
+        target_steps = max(len(targets[i]) for i in rows) - 1  # [START] ... [END]: steps in and out
+        target = pad([targets[i] for i in rows], width=graded_width(target_steps) + 1)
         return (source, target[:, :-1]), target[:, 1:]
 
     return LengthBatches(lengths, make_batch, batch_size, seed, shuffle)
