@@ -2,6 +2,7 @@
 
     KERAS_BACKEND=jax python -m benchmarks.translate_step              # both reports
     KERAS_BACKEND=jax python -m benchmarks.translate_step --skip-padding --batch-size 64
+    KERAS_BACKEND=jax python -m benchmarks.translate_step --skip-step --padding-batch-size 32
 
 1. Parts of the step: `jax.value_and_grad` of the default `Seq2SeqAttention` (8,000 / 4,000
    pieces) cut after ever fewer parts (the whole model with its smoothed loss; without the output
@@ -9,9 +10,10 @@
    last two padding), jitted, median of `--rounds` calls; then `train_on_batch` of the compiled
    model (optimizer, clipping and metric included). JAX only: the parts are cut inside one
    `keras.StatelessScope`.
-2. Padding: the share of padded source and target steps in an epoch of `trainers.translate`'s
-   batches (its split and SentencePiece vocabularies, the corpus from `KERAS_HOME`), for pad
-   multiples 4, 2 and 1, with the number of batch shapes each one compiles.
+2. Padding: the share of padded source and target steps in `--padding-epochs` epochs of
+   `trainers.translate`'s batches (its split and SentencePiece vocabularies, the corpus from
+   `KERAS_HOME`), for widths rounded to multiples of 4, 2 and 1 and to the trainer's graded
+   widths, with the number of batch shapes each one compiles over those epochs.
 """
 
 import argparse
@@ -82,10 +84,13 @@ def step_parts(batch, length, rounds):
     return seconds
 
 
-def padding_shares():
-    """Rows `(multiple, source padding share, target padding share, batch shapes)` of an epoch of
-    the default `trainers.translate` training batches (its default batch size)."""
+def padding_shares(batch_size, epochs):
+    """Rows `(widths, source padding share, target padding share, batch shapes)` of `epochs` epochs
+    of `trainers.translate`'s training batches of `batch_size`, for widths rounded up to multiples
+    of 4, 2 and 1 and to `trainers.batching.graded_width` (the trainer's); shapes are counted over
+    all the epochs (each new one is compiled once)."""
     from trainers import translate
+    from trainers.batching import graded_width
 
     config = translate.TranslateConfig()
     pairs, _ = translate.load_pairs(config)
@@ -95,17 +100,20 @@ def padding_shares():
     sources, targets = translate.encode_pairs(train_pairs, *vocabularies, config.max_length)
     source_lengths = np.array([len(s) for s in sources])
     target_lengths = np.array([len(t) for t in targets]) - 1  # the decoder reads [START] ... , predicts ... [END]
-    plan = translate.pair_batches(sources, targets, config.batch_size, config.seed).batches  # the trainer's batches
-    kept = np.concatenate(plan)  # a ragged last batch is left out of training
+    batches = translate.pair_batches(sources, targets, batch_size, config.seed)  # the trainer's batches
+    plans = []
+    for _ in range(epochs):
+        plans.append(list(batches.batches))
+        batches.on_epoch_end()
+    kept = np.concatenate([b for plan in plans for b in plan])  # a ragged last batch is left out of training
+    roundings = {"multiple of 4": lambda n: -(-n // 4) * 4, "multiple of 2": lambda n: -(-n // 2) * 2,
+                 "exact": lambda n: n, "graded (trainer)": graded_width}
     rows = []
-    for multiple in (4, 2, 1):
-        def width(lengths, multiple=multiple):
-            return -(-lengths.max() // multiple) * multiple
-
-        source_area = sum(width(source_lengths[b]) * len(b) for b in plan)
-        target_area = sum(width(target_lengths[b]) * len(b) for b in plan)
-        shapes = {(width(source_lengths[b]), width(target_lengths[b])) for b in plan}
-        rows.append((multiple, 1 - source_lengths[kept].sum() / source_area,
+    for name, width in roundings.items():
+        source_area = sum(width(source_lengths[b].max()) * len(b) for plan in plans for b in plan)
+        target_area = sum(width(target_lengths[b].max()) * len(b) for plan in plans for b in plan)
+        shapes = {(width(source_lengths[b].max()), width(target_lengths[b].max())) for plan in plans for b in plan}
+        rows.append((name, 1 - source_lengths[kept].sum() / source_area,
                      1 - target_lengths[kept].sum() / target_area, len(shapes)))
     return rows
 
@@ -116,6 +124,9 @@ def main(argv=None):
     parser.add_argument("--length", type=positive_int, default=12, help="source and target steps of the random batch")
     parser.add_argument("--rounds", type=positive_int, default=15)
     parser.add_argument("--skip-padding", action="store_true", help="only the parts of the step (no corpus needed)")
+    parser.add_argument("--skip-step", action="store_true", help="only the padding report")
+    parser.add_argument("--padding-batch-size", type=positive_int, default=64, help="batch of the padding report")
+    parser.add_argument("--padding-epochs", type=positive_int, default=6, help="epochs of the padding report")
     args = parser.parse_args(argv)
     if args.length < 3:
         parser.error("--length must be at least 3 (the last two steps are padding)")
@@ -124,15 +135,17 @@ def main(argv=None):
     if keras.backend.backend() != "jax":
         raise SystemExit(f"error: this benchmark cuts the step with JAX; run it with KERAS_BACKEND=jax "
                          f"(now {keras.backend.backend()})")
-    seconds = step_parts(args.batch_size, args.length, args.rounds)
-    print(f"batch {args.batch_size}, {args.length} source and target steps")
-    print("| part | ms | share of the whole step |\n|---|---:|---:|")
-    for part, s in seconds.items():
-        print(f"| {part} | {1000 * s:.1f} | {s / seconds['whole step']:.0%} |")
+    if not args.skip_step:
+        seconds = step_parts(args.batch_size, args.length, args.rounds)
+        print(f"batch {args.batch_size}, {args.length} source and target steps")
+        print("| part | ms | share of the whole step |\n|---|---:|---:|")
+        for part, s in seconds.items():
+            print(f"| {part} | {1000 * s:.1f} | {s / seconds['whole step']:.0%} |")
     if not args.skip_padding:
-        print("\n| pad multiple | source steps padded | target steps padded | batch shapes |\n|---:|---:|---:|---:|")
-        for multiple, source, target, shapes in padding_shares():
-            print(f"| {multiple} | {source:.0%} | {target:.0%} | {shapes} |")
+        print(f"\nbatches of {args.padding_batch_size}, {args.padding_epochs} epochs")
+        print("| widths | source steps padded | target steps padded | batch shapes |\n|---|---:|---:|---:|")
+        for widths, source, target, shapes in padding_shares(args.padding_batch_size, args.padding_epochs):
+            print(f"| {widths} | {source:.1%} | {target:.1%} | {shapes} |")
 
 
 if __name__ == "__main__":
