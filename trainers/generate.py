@@ -38,8 +38,8 @@ SAMPLE_PROMPT = "ROMEO:\n"
 class GenerateConfig(CharLMConfig):
     """Every setting of a character-model run: the network's (`CharLMConfig`), then these.
 
-    Defaults measured on a 2-core CPU with JAX: batch 16 x 100, 7 epochs, 21.2 minutes idle to
-    validation 1.4137 nats per character, against batch 32, 10 epochs, 27.7 minutes to 1.4160:
+    Defaults measured on a 2-core CPU with JAX: batch 16 x 100, 7 epochs, 20.7-21.2 minutes idle to
+    validation 1.4137-1.4177 nats per character, against batch 32, 10 epochs, 27.7 minutes to 1.4160:
     half the batch costs 0.55 of a step and, with twice the updates, an epoch of batch 16 learns
     about as much as 1.5 epochs of batch 32 (6 epochs reach only 1.4235; `benchmarks/RESULTS.md`).
     """
