@@ -133,8 +133,9 @@ def encode_pairs(pairs, source_vocab, target_vocab, max_length):
 def pair_batches(sources, targets, batch_size, seed, shuffle=True):
     """`LengthBatches` of `((source (b, S), target_in (b, T)), target_out (b, T))`, int32,
     zero-padded to `graded_width` steps. XLA compiles each batch shape (about 3.5 s for a training
-    and an evaluation step): the even widths used before took 61 shapes over 6 epochs of batch 32,
-    3 of the run's 20 minutes; the graded ones 25 (`benchmarks/RESULTS.md`, session 18)."""
+    and an evaluation step): the even widths used before made 61 shapes over 6 epochs of batch 32
+    (about 3 minutes of compiling in a 20-minute run), the graded ones 25, for 1.4% more padded
+    steps (`python -m benchmarks.translate_step --skip-step --padding-batch-size 32`)."""
     lengths = [max(len(s), len(t)) for s, t in zip(sources, targets)]
 
     def make_batch(rows):
