@@ -89,6 +89,7 @@ def padding_shares(batch_size, epochs):
     of `trainers.translate`'s training batches of `batch_size`, for widths rounded up to multiples
     of 4, 2 and 1 and to `trainers.batching.graded_width` (the trainer's); shapes are counted over
     all the epochs (each new one is compiled once)."""
+    from runtime.text import bucket
     from trainers import translate
     from trainers.batching import graded_width
 
@@ -106,7 +107,7 @@ def padding_shares(batch_size, epochs):
         plans.append(list(batches.batches))
         batches.on_epoch_end()
     kept = np.concatenate([b for plan in plans for b in plan])  # a ragged last batch is left out of training
-    roundings = {"multiple of 4": lambda n: -(-n // 4) * 4, "multiple of 2": lambda n: -(-n // 2) * 2,
+    roundings = {"multiple of 4": lambda n: bucket(n, 4), "multiple of 2": lambda n: bucket(n, 2),
                  "exact": lambda n: n, "graded (trainer)": graded_width}
     rows = []
     for name, width in roundings.items():
@@ -128,6 +129,8 @@ def main(argv=None):
     parser.add_argument("--padding-batch-size", type=positive_int, default=64, help="batch of the padding report")
     parser.add_argument("--padding-epochs", type=positive_int, default=6, help="epochs of the padding report")
     args = parser.parse_args(argv)
+    if args.skip_step and args.skip_padding:
+        parser.error("--skip-step and --skip-padding together leave nothing to report")
     if args.length < 3:
         parser.error("--length must be at least 3 (the last two steps are padding)")
     import keras

@@ -13,6 +13,8 @@ Batches of varying width must say so to TensorFlow: `fit_input` is the one place
 import keras
 import numpy as np
 
+from runtime.text import bucket
+
 
 def pad(sequences, multiple=1, extra=0, width=None):
     """Zero-padded int32 matrix `(len(sequences), width)`.
@@ -35,8 +37,7 @@ def graded_width(steps):
     rare (even up to 14, a multiple of 4 up to 24, of 8 beyond), so that XLA compiles few batch
     shapes for little padding: over 6 epochs of translation batches of 32, 25 shapes instead of the
     61 of even widths, for 1.4% more padded steps (`benchmarks/RESULTS.md`, session 18)."""
-    multiple = 2 if steps <= 14 else 4 if steps <= 24 else 8
-    return -(-max(steps, 1) // multiple) * multiple
+    return bucket(steps, 2 if steps <= 14 else 4 if steps <= 24 else 8)
 
 
 def fit_input(batches):
