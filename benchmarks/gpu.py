@@ -6,10 +6,13 @@ precision, on every backend, with the fraction of the device's matrix-product pe
 
 On a GPU this is the measurement of record (`benchmarks/RESULTS.md`, with the GPU's name); on a
 CPU it runs as a smoke test (mixed precision is skipped there: float16 arithmetic on a CPU is
-emulated and says nothing). The models are the trainers' default sizes on synthetic batches:
+emulated and says nothing). The models are the trainers' networks on synthetic batches of fixed
+shapes (the trainers' defaults when this benchmark was written, kept so that tables compare; the
+trainers' batches are smaller now on a CPU, e.g. `trainers.generate` 16 x 100, and translation
+uses 8,000 / 4,000 subword pieces):
 
 - translate: Seq2SeqAttention, GRU 256, vocabularies 15,000/8,000, batch 64, 16 source and 16
-  target words;
+  target tokens;
 - sentiment: SentimentNet, bidirectional LSTM 64, vocabulary 20,000, batch 32, 400 words;
 - generate: CharLM, 2 x LSTM 512, 65 characters, batch 64, 128 characters.
 

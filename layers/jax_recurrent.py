@@ -16,36 +16,34 @@ recurrent dropout: the layer falls back to the generic loop otherwise (`applies`
 (inference) keeps nothing for a backward pass. Tested equal to the generic path, values and
 gradients (`tests/test_layers_behaviour.py`).
 
-Each cell brings two functions (`_LSTM`, `_GRU`): one step forward, and one step backward from the
-step's saved activations; `_sequence` builds the scan, the `jax.custom_vjp` and the products over
-all steps around them.
+Each cell's step forward and backward comes from `layers/fused_steps.py` (shared with the
+TensorFlow kernel, `layers/tf_recurrent.py`); `_sequence` builds the scan, the `jax.custom_vjp`
+and the products over all steps around them.
 """
 
 import functools
-from typing import Callable, NamedTuple
 
 import keras
 from keras import ops
 
-# Time steps per iteration of the scans' loops. Unrolling by 4 saves the loop's per-step work:
-# JAX on a 2-core CPU, a training step 4% faster for the translation model at batch 32 (50.1 against
-# 52.3 ms) and 3% for the character model at batch 16 (258.6 against 265.8 ms), for about 1 s more
-# compiling per batch shape (benchmarks/RESULTS.md, session 18).
-SCAN_UNROLL = 4
+from layers import fused_steps
+
+# Time steps per iteration of the scans' loops, by cell: unrolling saves the loop's per-step work,
+# but past a point the larger loop body runs slower. Gradient of a layer, idle, 10-15 paired rounds
+# (benchmarks/RESULTS.md, sessions 18-19): GRU 64 x 100 x 128 -> 256 unroll 1 / 4: 120.2 / 115.4
+# ms, the translation model's training step at batch 32 52.3 / 50.1 ms; LSTM 64 x 100 x 128 -> 256
+# unroll 1 / 2 / 4: 128.3 / 130.1 / 143.1 ms, LSTM 16 x 100 x 512 -> 512 (the character model's
+# second layer): 134.0 / 127.0 / 135.6 ms. Each unrolled step adds compiling (~1 s a batch shape).
+SCAN_UNROLL = {"lstm": 2, "gru": 4}
 
 
 def applies(cell, steps, recurrent_mask):
-    """Whether `sequence` computes this layer call: an `LSTMCell`, or a `GRUCell` with
-    `reset_after`, with tanh and sigmoid, float32, no recurrent dropout, a known number of steps
-    above one (a symbolic one, in an export, takes the generic loop), and no `keras.distribution`
-    (a two-process run under `trainers.launch` was slower with it, 33 s against 23 s for
-    `generate --quick`; not yet understood, so multi-device runs keep the generic loop)."""
-    from layers.cells import GRUCell, LSTMCell
-
-    supported = isinstance(cell, LSTMCell) or (isinstance(cell, GRUCell) and cell.reset_after)
-    return (supported and recurrent_mask is None and isinstance(steps, int) and steps > 1
-            and cell.compute_dtype == "float32" and cell.activation is keras.activations.tanh
-            and cell.recurrent_activation is keras.activations.sigmoid
+    """Whether `sequence` computes this layer call: a cell that `fused_steps.supported` takes, a
+    known number of steps above one (a symbolic one, in an export, takes the generic loop), and no
+    `keras.distribution` (a two-process run under `trainers.launch` was slower with it, 33 s
+    against 23 s for `generate --quick`; not yet understood, so multi-device runs keep the generic
+    loop)."""
+    return (fused_steps.supported(cell, recurrent_mask) and isinstance(steps, int) and steps > 1
             and keras.distribution.distribution() is None)
 
 
@@ -62,9 +60,7 @@ def sequence(cell, xs, initial_states, masks=None, project_inputs=True):
     """
     import jax.numpy as jnp
 
-    from layers.cells import LSTMCell
-
-    kind = _LSTM if isinstance(cell, LSTMCell) else _GRU
+    kind = fused_steps.cell_steps(cell)
     width = cell.gates * cell.units
     bias = ops.convert_to_tensor(cell.bias) if cell.use_bias else jnp.zeros(kind.bias_shape(width), "float32")
     # With hoisted products the loop never reads the kernel (its gradient is the caller's product's):
@@ -73,82 +69,6 @@ def sequence(cell, xs, initial_states, masks=None, project_inputs=True):
     outputs, states = _sequence(kind, project_inputs, masks is not None)(
         kernel, ops.convert_to_tensor(cell.recurrent_kernel), bias, xs, tuple(initial_states), masks)
     return outputs, list(states)
-
-
-class _Cell(NamedTuple):
-    """One cell's step, forward and backward, for `_sequence`.
-
-    forward(a, recurrent_kernel, bias, states) -> (new_states, saved): `a (batch, gates units)` is the
-        step's input product `x_t W`, bias excluded; `saved` is what the backward step reads.
-    backward(h_prev, saved, recurrent_kernel, d_states) -> (d_states_prev, d_a, d_inner): from the
-        cotangents of the step's new states, those of its old states (unmasked), of `a` and of the
-        recurrent product `h_{t-1} U` (`None` where it equals `d_a`).
-    bias_shape(width) -> shape; bias_grad(sum_d_a, sum_d_inner) -> the bias' gradient.
-    """
-
-    forward: Callable
-    backward: Callable
-    bias_shape: Callable
-    bias_grad: Callable
-
-
-def _lstm_forward(a, recurrent_kernel, bias, states):
-    import jax
-    import jax.numpy as jnp
-
-    h, c = states
-    z_i, z_f, z_c, z_o = jnp.split(h @ recurrent_kernel + bias + a, 4, axis=-1)
-    i, f, g, o = jax.nn.sigmoid(z_i), jax.nn.sigmoid(z_f), jnp.tanh(z_c), jax.nn.sigmoid(z_o)
-    c_new = f * c + i * g
-    tanh_c = jnp.tanh(c_new)
-    return (o * tanh_c, c_new), (c, jnp.concatenate([i, f, g, o], axis=-1), tanh_c)
-
-
-def _lstm_backward(h_prev, saved, recurrent_kernel, d_states):
-    import jax.numpy as jnp
-
-    c_prev, activations, tanh_c = saved
-    d_h, d_c = d_states
-    i, f, g, o = jnp.split(activations, 4, axis=-1)
-    d_c = d_c + d_h * o * (1.0 - tanh_c * tanh_c)
-    d_z = jnp.concatenate([d_c * g * i * (1.0 - i), d_c * c_prev * f * (1.0 - f),
-                           d_c * i * (1.0 - g * g), d_h * tanh_c * o * (1.0 - o)], axis=-1)
-    return (d_z @ recurrent_kernel.T, d_c * f), d_z, None
-
-
-def _gru_forward(a, recurrent_kernel, bias, states):
-    import jax
-    import jax.numpy as jnp
-
-    (h,) = states
-    a_z, a_r, a_n = jnp.split(a + bias[0], 3, axis=-1)
-    u_z, u_r, u_n = jnp.split(h @ recurrent_kernel + bias[1], 3, axis=-1)
-    z, r = jax.nn.sigmoid(a_z + u_z), jax.nn.sigmoid(a_r + u_r)
-    n = jnp.tanh(a_n + r * u_n)
-    return (n + z * (h - n),), jnp.concatenate([z, r, n, u_n], axis=-1)
-
-
-def _gru_backward(h_prev, saved, recurrent_kernel, d_states):
-    import jax.numpy as jnp
-
-    z, r, n, u_n = jnp.split(saved, 4, axis=-1)
-    (d_h,) = d_states
-    d_pre_z = d_h * (h_prev - n) * z * (1.0 - z)
-    d_pre_n = d_h * (1.0 - z) * (1.0 - n * n)
-    d_pre_r = d_pre_n * u_n * r * (1.0 - r)
-    d_inner = jnp.concatenate([d_pre_z, d_pre_r, d_pre_n * r], axis=-1)  # of h_{t-1} U + b'
-    d_a = jnp.concatenate([d_pre_z, d_pre_r, d_pre_n], axis=-1)  # of x_t W + b
-    return (d_h * z + d_inner @ recurrent_kernel.T,), d_a, d_inner
-
-
-def _stack_bias_grads(d_a, d_inner):
-    import jax.numpy as jnp
-
-    return jnp.stack([d_a, d_inner])
-
-
-_LSTM = _Cell(_lstm_forward, _lstm_backward, lambda width: (width,), lambda d_a, d_inner: d_a)
-_GRU = _Cell(_gru_forward, _gru_backward, lambda width: (2, width), _stack_bias_grads)
 
 
 @functools.cache
@@ -164,6 +84,7 @@ def _sequence(kind, project_inputs, masked):
 
     def run(kernel, recurrent_kernel, bias, xs, states, masks, keep):
         """The forward loop; with `keep`, also what the backward pass reads, per step."""
+        unroll = SCAN_UNROLL[kind.name]
         def step(states, inputs):
             x_t, m_t = inputs
             new_states, saved = kind.forward(x_t @ kernel if project_inputs else x_t, recurrent_kernel, bias,
@@ -172,7 +93,7 @@ def _sequence(kind, project_inputs, masked):
             return new_states, (new_states[0], (states[0], saved) if keep else None)
 
         # masks None: m_t is None
-        states, (outputs, saved) = jax.lax.scan(step, states, (xs, masks), unroll=SCAN_UNROLL)
+        states, (outputs, saved) = jax.lax.scan(step, states, (xs, masks), unroll=unroll)
         return outputs, states, saved
 
     @jax.custom_vjp
@@ -184,6 +105,7 @@ def _sequence(kind, project_inputs, masked):
         return (outputs, states), (kernel, recurrent_kernel, xs, masks, saved)
 
     def backward(residuals, cotangents):
+        unroll = SCAN_UNROLL[kind.name]
         kernel, recurrent_kernel, xs, masks, (h_prev, saved) = residuals
         d_outputs, d_states = cotangents
 
@@ -199,7 +121,7 @@ def _sequence(kind, project_inputs, masked):
             return d_prev, (d_a, d_inner)
 
         d_states0, (d_a, d_inner) = jax.lax.scan(step, tuple(d_states), (d_outputs, masks, h_prev, saved),
-                                                 reverse=True, unroll=SCAN_UNROLL)
+                                                 reverse=True, unroll=unroll)
         flat_a = d_a.reshape(-1, d_a.shape[-1])  # (time * batch, gates units): every step in one product
         flat_inner = flat_a if d_inner is None else d_inner.reshape(-1, d_inner.shape[-1])
         d_recurrent = h_prev.reshape(-1, h_prev.shape[-1]).T @ flat_inner

@@ -17,7 +17,9 @@ so the generic path there is a Python loop of small operations.
 
 On JAX an LSTM's or GRU's whole sequence is one function with a backward pass of our own
 (`layers/jax_recurrent.py`): autodiff of the scan would add into the full weight gradients at every
-step, ours computes them after the loop in one product over all steps.
+step, ours computes them after the loop in one product over all steps. On TensorFlow on a CPU the
+same steps run as two XLA-compiled loops, forward and backward (`layers/tf_recurrent.py`; an LSTM
+always, a GRU outside training); the steps of both are `layers/fused_steps.py`.
 
 The layers subclass `keras.layers.RNN` for its bookkeeping (stateful state variables,
 `initial_state`, `return_state`, output shapes and masks, the `keras.layers.Bidirectional` protocol)
@@ -40,7 +42,7 @@ import inspect
 import keras
 from keras import ops
 
-from layers import jax_recurrent, torch_recurrent
+from layers import jax_recurrent, tf_recurrent, torch_recurrent
 from layers.cells import GRUCell, LSTMCell, SimpleRNNCell
 
 
@@ -134,10 +136,12 @@ _HOIST_INPUT_PRODUCTS = False  # set by `input_products_hoisted`
 
 @contextlib.contextmanager
 def input_products_hoisted():
-    """Within: the input product is hoisted out of the time loop on every device. For graphs
-    traced to be converted (TensorFlow -> ONNX): once ONNX Runtime's int8 quantisation has
-    rewritten a loop body that multiplies by the kernel in each step (`EnableSubgraph`), loading
-    the graph aborts the process; the hoisted product is quantised outside the loop."""
+    """Within: the input product is hoisted out of the time loop on every device, in a plain loop.
+    For graphs traced to be converted or served outside Keras (TensorFlow -> ONNX, SavedModel):
+    once ONNX Runtime's int8 quantisation has rewritten a loop body that multiplies by the kernel
+    in each step (`EnableSubgraph`), loading the graph aborts the process (the hoisted product is
+    quantised outside the loop); and TensorFlow's XLA-compiled kernel (`layers/tf_recurrent.py`)
+    stays out of graphs that tf2onnx or a server would have to compile."""
     global _HOIST_INPUT_PRODUCTS
     before, _HOIST_INPUT_PRODUCTS = _HOIST_INPUT_PRODUCTS, True
     try:
@@ -307,12 +311,17 @@ class Recurrent(keras.layers.RNN):
                 return self.cell.recurrent_step(projected_t, states, recurrent_mask)
 
         whole_sequence = None
-        if (keras.backend.backend() == "jax" and not self.unroll
-                and jax_recurrent.applies(self.cell, xs.shape[0], recurrent_mask)):
+        backend = keras.backend.backend()
+        if backend == "jax" and not self.unroll and jax_recurrent.applies(self.cell, xs.shape[0], recurrent_mask):
             project = _project_in_each_step()
 
             def whole_sequence(xs, masks, states):
                 return jax_recurrent.sequence(self.cell, xs, states, masks, project_inputs=project)
+        elif (backend == "tensorflow" and not self.unroll and _project_in_each_step()
+              and tf_recurrent.applies(self.cell, recurrent_mask, training)):
+
+            def whole_sequence(xs, masks, states):
+                return tf_recurrent.sequence(self.cell, xs, states, masks, training=training)
 
         return run_recurrence(
             step,

@@ -131,16 +131,20 @@ def test_cell_step_in_training_with_dropout_explicit_or_cached_masks():
     assert tuple(h.shape) == (2, 3)
 
 
-@pytest.mark.parametrize("time, sequences, backwards, hoisted, masked", [
-    (7, True, False, False, True), (1, True, False, False, True), (7, False, False, False, True),
-    (7, False, True, False, True), (7, True, True, True, True), (7, True, True, False, False)])
+@pytest.mark.parametrize("time, sequences, backwards, hoisted, masked, training", [
+    (7, True, False, False, True, False), (1, True, False, False, True, False), (7, False, False, False, True, False),
+    (7, False, True, False, True, False), (7, True, True, True, True, False), (7, True, True, False, False, False),
+    (7, True, False, False, True, True), (7, False, True, False, False, True)])
 @pytest.mark.parametrize("layer_cls", [layers.LSTM, layers.GRU])
-def test_backend_fast_path_equals_generic_scan(layer_cls, time, sequences, backwards, hoisted, masked, monkeypatch):
+def test_backend_fast_path_equals_generic_scan(layer_cls, time, sequences, backwards, hoisted, masked, training,
+                                               monkeypatch):
     """The torch and TensorFlow loops (TensorFlow's without the outputs when only the last is
     read), the input product in each step (JAX and TensorFlow on a CPU), JAX's LSTM and GRU with their
-    own backward pass (`layers/jax_recurrent.py`, input products in each step or hoisted) and the
+    own backward pass (`layers/jax_recurrent.py`, input products in each step or hoisted),
+    TensorFlow's XLA-compiled loops with theirs (`layers/tf_recurrent.py`: in training, the forward
+    loop keeps what the backward loop reads; outside it, the gradient recomputes it) and the
     loop-free single step (decoding) are fast paths; keras.ops.scan over hoisted products is the
-    generic one."""
+    generic one. Without dropout, `training` changes nothing in the values."""
     from layers import recurrent
 
     monkeypatch.setattr(recurrent, "_HOIST_INPUT_PRODUCTS", hoisted)
@@ -158,15 +162,15 @@ def test_backend_fast_path_equals_generic_scan(layer_cls, time, sequences, backw
 
     def loss(x, *states_and_weights):
         n = len(states)
-        outputs, _ = layer.stateless_call(list(states_and_weights[n:]), frozen, x,
+        outputs, _ = layer.stateless_call(list(states_and_weights[n:]), frozen, x, training=training,
                                           initial_state=list(states_and_weights[:n]), mask=mask)
         return sum(ops.sum(o * (i + 1.0)) for i, o in enumerate(outputs))
 
     weights = [v.value for v in layer.trainable_variables]
-    fast_outputs = [ops.convert_to_numpy(o) for o in layer(x, initial_state=states, mask=mask)]
+    fast_outputs = [ops.convert_to_numpy(o) for o in layer(x, initial_state=states, mask=mask, training=training)]
     fast_grads = [ops.convert_to_numpy(g) for g in layers.value_and_grad(loss, x, *states, *weights)[1]]
     monkeypatch.setattr(recurrent, "_FORCE_GENERIC_LOOP", True)
-    generic_outputs = [ops.convert_to_numpy(o) for o in layer(x, initial_state=states, mask=mask)]
+    generic_outputs = [ops.convert_to_numpy(o) for o in layer(x, initial_state=states, mask=mask, training=training)]
     generic_grads = [ops.convert_to_numpy(g) for g in layers.value_and_grad(loss, x, *states, *weights)[1]]
     for fast, generic in zip(fast_outputs + fast_grads, generic_outputs + generic_grads):
         np.testing.assert_allclose(fast, generic, atol=1e-5)

@@ -18,6 +18,7 @@ backend, and torch cannot trace a recurrent layer for every length (`models.expo
 
 from trainers import cli  # noqa: I001 - first: sets environment variables read when Keras/TensorFlow load
 
+import contextlib
 import os
 import shutil
 import time
@@ -26,6 +27,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")  # an export that works out of the
 
 import keras  # noqa: E402
 
+from layers.recurrent import input_products_hoisted  # noqa: E402
 from models import artifacts  # noqa: E402
 from models.classifier import SentimentClassifier  # noqa: E402
 from models.export import (  # noqa: E402
@@ -164,14 +166,17 @@ def write_saved_model(endpoints, path):
 
     archive = keras.export.ExportArchive()
     archive.track(endpoints[0].model)
-    for endpoint in endpoints:
-        signature = [tf.TensorSpec([d if isinstance(d, int) else None for d in shape], dtype, name=name)
-                     for name, shape, dtype in endpoint.inputs]
-        options = {}
-        if keras.backend.backend() == "jax":  # the dimensions shared by name, as in the ONNX export
-            options["jax2tf_kwargs"] = {"polymorphic_shapes": [
-                "(" + ", ".join(map(str, shape)) + ")" for _, shape, _ in endpoint.inputs]}
-        archive.add_endpoint(endpoint.name, _named_outputs(endpoint), input_signature=signature, **options)
+    # TensorFlow traces plain loops here, without its XLA-compiled kernel (a server may lack XLA).
+    plain_loops = input_products_hoisted() if keras.backend.backend() == "tensorflow" else contextlib.nullcontext()
+    with plain_loops:
+        for endpoint in endpoints:
+            signature = [tf.TensorSpec([d if isinstance(d, int) else None for d in shape], dtype, name=name)
+                         for name, shape, dtype in endpoint.inputs]
+            options = {}
+            if keras.backend.backend() == "jax":  # the dimensions shared by name, as in the ONNX export
+                options["jax2tf_kwargs"] = {"polymorphic_shapes": [
+                    "(" + ", ".join(map(str, shape)) + ")" for _, shape, _ in endpoint.inputs]}
+            archive.add_endpoint(endpoint.name, _named_outputs(endpoint), input_signature=signature, **options)
     archive.write_out(path, verbose=False)
     return [e.name for e in endpoints]
 
