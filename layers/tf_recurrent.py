@@ -10,8 +10,8 @@ the forward loop returns plain stacked tensors (the outputs and what the backwar
 the backward loop computes the states' and gates' gradients, after which the weight and input
 gradients are one product over all steps each, as on JAX (`layers/jax_recurrent.py`; the steps
 themselves are `layers/fused_steps.py`, shared). The gradient of an LSTM 64 x 100 x 128 -> 256
-took 127-150 ms against 198-258 ms for TensorFlow's gradient of our plain loop (idle, 15 paired
-rounds; benchmarks/RESULTS.md, session 19).
+took 141-150 ms against 216-258 ms for TensorFlow's gradient of our plain loop (medians of 15
+paired rounds in two runs, idle; benchmarks/RESULTS.md, session 19).
 
 XLA compiles each new input shape once (0.2-0.3 s for a layer's forward loop; the apps pad
 inputs to few lengths, as for JAX); inference with `training=False` runs
@@ -32,9 +32,10 @@ from layers import fused_steps
 def applies(cell, recurrent_mask, training):
     """Whether `sequence` computes this layer call: a cell `fused_steps.supported` takes, an LSTM
     always, a GRU outside training. A GRU trains faster in TensorFlow's own loop (64 x 100 x 128
-    -> 256, unmasked: 94 against 106 ms a training step; inference 43 against 40 ms): there the
-    input products of later steps, which do not wait for the state, run beside the recurrent
-    chain on the second core, and a GRU has less work per step than an LSTM to hide it."""
+    -> 256, unmasked: 94 ms a training step in that loop against 106 with the kernel; inference
+    43 against 40 ms): there the input products of later steps, which do not wait for the state,
+    run beside the recurrent chain on the second core, and a GRU has less work per step than an
+    LSTM to hide it."""
     from layers.cells import LSTMCell
 
     return fused_steps.supported(cell, recurrent_mask) and (isinstance(cell, LSTMCell) or not training)
