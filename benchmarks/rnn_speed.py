@@ -239,15 +239,11 @@ def format_fit_table(rows):
         if "ours_fit_s" not in r:
             continue
         cells = []
-        for what in ("fit_s", "epoch_s"):
-            ours, builtin = r.get(f"ours_{what}"), r.get(f"builtin_{what}")
-            if not ours:  # rows of an older run without the epoch clock
-                cells.append("| - | - | - | -")
-                continue
+        for what, with_range in (("fit_s", True), ("epoch_s", False)):
+            ours, builtin = r[f"ours_{what}"], r[f"builtin_{what}"]
+            best = lambda v: f"{min(v):.2f}" + (f" ({min(v):.2f}-{max(v):.2f})" if with_range else "")  # noqa: E731
             per_round = [b / o for o, b in zip(ours, builtin)]
-            spread = (lambda v: f"{min(v):.2f} ({min(v):.2f}-{max(v):.2f})") if what == "fit_s" else (
-                lambda v: f"{min(v):.2f}")
-            cells.append(f"| {spread(ours)} | {spread(builtin)} | **{min(builtin) / min(ours):.2f}** "
+            cells.append(f"| {best(ours)} | {best(builtin)} | **{min(builtin) / min(ours):.2f}** "
                          f"| {min(per_round):.2f}-{max(per_round):.2f}")
         lines.append(f"| {r['backend']} | {r['kind']} | {'yes' if r['masked'] else 'no'} {' '.join(cells)} |")
     return "\n".join(lines) if len(lines) > 2 else ""
