@@ -29,7 +29,7 @@ class SentimentClassifier(TextClassifier):
         # scan on every call, about 0.5 s.
         self.probabilities = compile_function(
             lambda ids: ops.sigmoid(ops.reshape(model(ids, training=False), (-1,))), model.weights)
-        self.embed = lambda ids: ops.convert_to_numpy(model.embedding(ids))  # a lookup: nothing to compile
+        self.embed = lambda ids: ops.convert_to_numpy(model.embed(ids))  # a lookup: nothing to compile
         self.embedded_logits = compile_function(
             lambda points, mask: ops.reshape(model.call_embedded(points, mask, training=False), (-1,)), model.weights)
         self.logit_gradients = compile_function(model.logit_gradients, model.weights, differentiates=True)

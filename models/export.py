@@ -98,7 +98,7 @@ def classification_endpoints(model):
     `embedded_logits` and `logit_gradients`. Those three stay float32 in the int8 export: the path
     integral needs a smooth network, so an int8 classifier's words are explained by the float32
     network it approximates."""
-    dim = model.config.embedding_dim
+    dim = model.config.embedding_dim * (2 if model.config.lm_units else 1)  # `SentimentNet.embed`'s width
     embedded = [("points", ("n", "time", dim), "float32"), ("mask", ("n", "time"), "bool")]
 
     def probabilities(ids):
@@ -106,7 +106,7 @@ def classification_endpoints(model):
 
     return [
         Endpoint("probabilities", probabilities, [("ids", ("batch", "time"), "int32")], ["probabilities"], model),
-        Endpoint("embed", lambda ids: (model.embedding(ids),), [("ids", ("batch", "time"), "int32")],
+        Endpoint("embed", lambda ids: (model.embed(ids),), [("ids", ("batch", "time"), "int32")],
                  ["embedded"], model, quantize=False),
         Endpoint("embedded_logits", lambda points, mask: (ops.reshape(model.call_embedded(points, mask), (-1,)),),
                  embedded, ["logits"], model, quantize=False),

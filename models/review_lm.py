@@ -95,15 +95,20 @@ class ReviewLM(artifacts.PortableModel, keras.Model):
         return replica_share(total / ops.maximum(ops.sum(next_weight) + ops.sum(previous_weight), 1.0))
 
     def transfer_to(self, sentiment_net):
-        """Copy the embedding and both directions into a built `SentimentNet` of the same sizes."""
+        """Copy the embedding and both directions into a built `SentimentNet` of the same sizes: into
+        its frozen language model if it has one (`lm_units`), else into its embedding and encoder."""
         c, s = self.config, sentiment_net.config
-        if (c.vocab_size, c.embedding_dim, c.units, c.cell) != (s.vocab_size, s.embedding_dim, s.units, s.cell):
+        units = s.lm_units or s.units
+        if (c.vocab_size, c.embedding_dim, c.units, c.cell) != (s.vocab_size, s.embedding_dim, units, s.cell):
             raise ValueError(f"the language model ({c.vocab_size} words, {c.embedding_dim}-d embedding, {c.units} "
                              f"{c.cell} units) does not fit the classifier ({s.vocab_size}, {s.embedding_dim}, "
-                             f"{s.units} {s.cell})")
-        sentiment_net.embedding.set_weights(self.embedding.get_weights())
-        sentiment_net.encoder.forward_layer.set_weights(self.forward_rnn.get_weights())
-        sentiment_net.encoder.backward_layer.set_weights(self.backward_rnn.get_weights())
+                             f"{units} {s.cell})")
+        net = sentiment_net
+        embedding, forward, backward = ((net.lm_embedding, net.lm_forward, net.lm_backward) if s.lm_units else
+                                        (net.embedding, net.encoder.forward_layer, net.encoder.backward_layer))
+        embedding.set_weights(self.embedding.get_weights())
+        forward.set_weights(self.forward_rnn.get_weights())
+        backward.set_weights(self.backward_rnn.get_weights())
 
 
 def language_model_targets(ids, head_words):

@@ -105,3 +105,75 @@ def test_head_warmup_trains_the_output_layer_alone_then_unfreezes(tmp_path):
         np.testing.assert_array_equal(ours, theirs)
     assert not np.allclose(net.head.get_weights()[0], start.head.get_weights()[0])
     assert net.encoder.trainable and net.embedding.trainable
+
+
+def states_net(model, **changes):
+    """A built `SentimentNet` reading `model`'s states beside its embeddings (`lm_units`)."""
+    net = SentimentNet(SentimentNetConfig(**{"vocab_size": 16, "embedding_dim": 6, "units": 4, "lm_units": 5,
+                                             "word_dropout": 0.0, "dropout": 0.0, **changes}))
+    net.build()
+    model.transfer_to(net)
+    return net
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_the_classifier_reads_the_fixed_language_models_states(cell):
+    """`--pretrained-use states`: the language model's two directions sit beside the classifier's
+    own encoder, fixed, and their states in text order are what the model computes."""
+    model = small_lm(cell=cell)
+    net = states_net(model, cell=cell)
+    frozen = net.lm_embedding.weights + net.lm_forward.weights + net.lm_backward.weights
+    trained = {id(w) for w in net.trainable_weights}
+    assert len(frozen) > 3 and not any(id(w) in trained for w in frozen)
+    np.testing.assert_array_equal(net.lm_embedding.get_weights()[0], model.embedding.get_weights()[0])
+    assert not np.allclose(net.embedding.get_weights()[0], model.embedding.get_weights()[0])  # its own
+    mask = IDS != 0
+    embedded = model.embedding(IDS)
+    both = keras.ops.convert_to_numpy(net.embed(IDS))
+    assert both.shape == (2, 7, 12)
+    np.testing.assert_array_equal(both[..., 6:], keras.ops.convert_to_numpy(embedded))
+    states = keras.ops.convert_to_numpy(net.language_model_states(embedded, keras.ops.convert_to_tensor(mask)))
+    forward = keras.ops.convert_to_numpy(model.forward_rnn(embedded, mask=mask))
+    backward = keras.ops.convert_to_numpy(keras.ops.flip(model.backward_rnn(embedded, mask=mask), axis=1))
+    np.testing.assert_allclose(states[mask], np.concatenate([forward, backward], -1)[mask], atol=1e-5)
+    assert net.encoder.forward_layer.get_weights()[0].shape[0] == 6 + 2 * 5  # embedding + both states
+    with pytest.raises(ValueError, match="does not fit the classifier"):
+        model.transfer_to(SentimentNet(SentimentNetConfig(vocab_size=16, embedding_dim=6, units=5, lm_units=7,
+                                                          cell=cell)))
+
+
+def test_explanations_see_the_language_model_path_and_training_does_not():
+    """Outside training the logit's gradient to the embeddings runs through the language model's
+    states too (integrated gradients then add up); in training it stops at them (the embeddings
+    learn through the encoder, and the model's backward pass is saved)."""
+    keras.utils.set_random_seed(0)
+    net = states_net(small_lm())
+    mask = keras.ops.convert_to_tensor(IDS != 0)
+    points = keras.ops.convert_to_tensor(keras.ops.convert_to_numpy(net.embed(IDS)))
+    full = keras.ops.convert_to_numpy(net.logit_gradients(points, mask))
+
+    def gradient(lm_gradient):
+        total = lambda p: keras.ops.sum(net.call_embedded(p, mask, training=False, lm_gradient=lm_gradient))  # noqa: E731
+        from layers import value_and_grad
+        return keras.ops.convert_to_numpy(value_and_grad(total, points)[1][0])
+
+    np.testing.assert_allclose(full, gradient(True), atol=1e-6)
+    assert np.abs(full - gradient(False)).max() > 1e-4
+    # a central difference along one coordinate of the language model's half (small: max pooling has kinks)
+    step, row, word, dim = 1e-3, 1, 2, 9
+    shifted = keras.ops.convert_to_numpy(points).copy()
+    values = []
+    for sign in (1, -1):
+        shifted[row, word, dim] = keras.ops.convert_to_numpy(points)[row, word, dim] + sign * step
+        values.append(keras.ops.convert_to_numpy(net.call_embedded(keras.ops.convert_to_tensor(shifted), mask))[row, 0])
+    np.testing.assert_allclose((values[0] - values[1]) / (2 * step), full[row, word, dim], rtol=2e-2, atol=1e-4)
+
+
+def test_a_classifier_with_states_saves_and_loads(tmp_path):
+    from models import artifacts
+
+    net = states_net(small_lm())
+    artifacts.save(tmp_path / "m", net, {}, {})
+    loaded, _, _ = artifacts.load(tmp_path / "m", (), model_class=SentimentNet)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(IDS)), keras.ops.convert_to_numpy(net(IDS)),
+                               atol=1e-6)

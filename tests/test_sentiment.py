@@ -287,6 +287,12 @@ def test_bad_flag_combinations_are_one_line_usage_errors():
         trainer.main(["--teacher-ngrams", "4"])
     with pytest.raises(cli.UsageError, match="size of a --pretrained encoder"):
         trainer.main(["--pretrained", "saved_models/sentiment-lm", "--student-units", "128"])
+    with pytest.raises(cli.UsageError, match="--pretrained-use states needs --pretrained"):
+        trainer.main(["--pretrained-use", "states"])
+    with pytest.raises(cli.UsageError, match="--lm-dropout needs --pretrained-use states"):
+        trainer.main(["--pretrained", "saved_models/sentiment-lm", "--lm-dropout", "0.5"])
+    with pytest.raises(cli.UsageError, match="--head-warmup needs --pretrained with --pretrained-use encoder"):
+        trainer.main(["--pretrained", "saved_models/sentiment-lm", "--pretrained-use", "states", "--head-warmup", "5"])
     if keras.backend.backend() == "tensorflow":  # one model per distributed run (README, several machines)
         for flags in (["--processes", "2", "--process-index", "0"], ["--data-parallel"]):
             with pytest.raises(cli.UsageError, match="trains one model"):

@@ -73,6 +73,10 @@ class SentimentConfig(SentimentNetConfig):
     pretrained: str | None = setting(None, "start the embedding and the encoder from a review language model folder "
                                            "(python -m trainers.pretrain); its vocabulary and sizes then hold",
                                      kind="text", shown="none")
+    pretrained_use: str = setting("encoder", "with --pretrained: start the classifier's encoder from the language "
+                                             "model's (Dai & Le 2015), or keep the model fixed beside it and feed "
+                                             "its states to the encoder with the embeddings (ELMo)",
+                                  choices=("encoder", "states"))
     head_warmup: int = setting(0, "with --pretrained: steps that train only the output layer before the whole network "
                                   "(a random head's first gradients would otherwise scramble the pretrained "
                                   "encoder; ULMFiT's gradual unfreezing, first stage)", kind="int")
@@ -220,7 +224,7 @@ def load_splits(config):
     situation of the test. TFDS's copy has no film ids; it falls back to random reviews.
     """
     corpus = data.load_imdb(config.source, unlabelled=config.self_training or (config.embedding_init == "ppmi"
-                                                                            and not config.pretrained),
+                                                                            and not pretrained_encoder(config)),
                             max_unlabelled=config.max_examples)
     texts, labels = corpus["train"]
     test_texts, test_labels = corpus["test"]
@@ -242,14 +246,21 @@ def load_splits(config):
 
 def starting_point(config):
     """`(config, vocabulary, language model)` of `--pretrained FOLDER`: its `ReviewLM`, its vocabulary
-    and its sizes; `(config, None, None)` without it (the vocabulary is then the training reviews')."""
+    and its sizes (the encoder's or, with `--pretrained-use states`, the fixed model's beside it);
+    `(config, None, None)` without it (the vocabulary is then the training reviews')."""
     if not config.pretrained:
         return config, None, None
     language_model, sides, _ = artifacts.load(config.pretrained, ("vocabulary.json",), model_class=ReviewLM)
     vocabulary, c = Vocabulary.from_json(sides["vocabulary.json"]), language_model.config
-    config = dataclasses.replace(config, vocab_size=len(vocabulary), embedding_dim=c.embedding_dim, units=c.units,
-                                 cell=c.cell)
+    sizes = {"lm_units": c.units} if config.pretrained_use == "states" else {"units": c.units}
+    config = dataclasses.replace(config, vocab_size=len(vocabulary), embedding_dim=c.embedding_dim, cell=c.cell,
+                                 **sizes)
     return config, vocabulary, language_model
+
+
+def pretrained_encoder(config):
+    """Whether the embedding and encoder start from `--pretrained` (else from the word vectors)."""
+    return bool(config.pretrained) and config.pretrained_use == "encoder"
 
 
 def initial_embedding(config, vocabulary, token_lists):
@@ -269,14 +280,14 @@ def initial_embedding(config, vocabulary, token_lists):
 def build_model(config, vectors, language_model=None, train_data=None):
     """A built `SentimentNet`: its embedding and encoder from `language_model` (a `ReviewLM`), the
     head then warmed up on `train_data` (`--head-warmup`), or its embedding from `vectors` (frozen
-    with `--freeze-embedding`)."""
+    with `--freeze-embedding`) and, with `--pretrained-use states`, the fixed language model beside it."""
     model = SentimentNet(config)
     model.build()
     if language_model is not None:
         language_model.transfer_to(model)
         if config.head_warmup > 0:
             warm_up_head(model, train_data, config)
-    elif vectors is not None:
+    if vectors is not None and not pretrained_encoder(config):
         model.embedding.embeddings.assign(vectors)
         model.embedding.trainable = not config.freeze_embedding
     return model
@@ -303,7 +314,7 @@ def train(config, args):
     config, vocabulary, tokens = tokenise(config, splits, corpus, vocabulary)
     train_data, val_data = (batches(vocabulary, config.max_length, tokens[k], splits[k][1], config.batch_size,
                                     config.seed, k == "train") for k in ("train", "validation"))
-    vectors, vector_seconds = (None, 0.0) if config.pretrained else initial_embedding(
+    vectors, vector_seconds = (None, 0.0) if pretrained_encoder(config) else initial_embedding(
         config, vocabulary, tokens["train"] + tokens["unlabelled"])
 
     def fit(run, data, student=False):  # self-training's student: its own size, noise and epochs
@@ -467,10 +478,13 @@ def card_entries(config, corpus, splits, vocabulary, vector_seconds, result, tea
                       **{k: len(v[0]) for k, v in splits.items()}},
             "vocabulary": len(vocabulary),
             "embedding_init": ({"method": "pretrained review language model (trainers.pretrain): embedding "
-                                          "and encoder", "folder": config.pretrained} if config.pretrained
+                                          "and encoder", "folder": config.pretrained} if pretrained_encoder(config)
                                else {"method": word_vectors.METHOD, "reviews": "training split + unlabelled",
                                      "seconds": round(vector_seconds, 1)} if config.embedding_init == "ppmi"
                                else "random"),
+            "language_model_states": ({"folder": config.pretrained, "units": config.lm_units,
+                                       "use": "fixed; its forward and backward states join the embeddings"}
+                                      if config.lm_units else "off"),
             "self_training": teaching,
             "explanation": "integrated gradients on the word embeddings (zero baseline), scores in logits",
             "test": result}
@@ -491,14 +505,14 @@ def main(argv=None):
         raise cli.UsageError(f"--teacher-ngrams takes 0 (off) to 3 words, got {config.teacher_ngrams}")
     if config.head_warmup < 0:
         raise cli.UsageError(f"--head-warmup must be 0 or more steps, got {config.head_warmup}")
-    if config.pretrained and config.freeze_embedding:
+    if pretrained_encoder(config) and config.freeze_embedding:
         raise cli.UsageError("--freeze-embedding freezes ppmi word vectors; with --pretrained the embedding is the "
                              "language model's and is fine-tuned")
     for name in ("teacher", "student_units", "student_adversarial"):
         if getattr(config, name) is not None and not config.self_training:
             raise cli.UsageError(f"--{name.replace('_', '-')} needs --self-training (off with --quick or "
                                  "--no-self-training): it sets the teacher or the final model of self-training")
-    if config.pretrained and config.student_units is not None:
+    if config.pretrained and config.pretrained_use == "encoder" and config.student_units is not None:
         raise cli.UsageError("--student-units cannot change the size of a --pretrained encoder (its sizes hold)")
     if (config.self_training and not config.teacher and keras.backend.backend() == "tensorflow"
             and (cluster.from_args(args).distributed or config.data_parallel)):
@@ -507,8 +521,13 @@ def main(argv=None):
                              "FOLDER with a teacher trained first")
     if config.head_warmup and cluster.from_args(args).distributed:
         raise cli.UsageError("--head-warmup runs in a single process (its short fit is not distributed)")
-    if config.head_warmup and not config.pretrained:
-        raise cli.UsageError("--head-warmup needs --pretrained (it protects a pretrained encoder)")
+    if config.pretrained_use == "states" and not config.pretrained:
+        raise cli.UsageError("--pretrained-use states needs --pretrained FOLDER (the language model to read)")
+    if config.lm_dropout and config.pretrained_use != "states":
+        raise cli.UsageError("--lm-dropout needs --pretrained-use states (it drops the language model's states)")
+    if config.head_warmup and (not config.pretrained or config.pretrained_use != "encoder"):
+        raise cli.UsageError("--head-warmup needs --pretrained with --pretrained-use encoder (it protects a "
+                             "pretrained encoder)")
     if config.freeze_embedding and config.embedding_init == "random":
         raise cli.UsageError("--freeze-embedding needs --embedding-init ppmi (a random embedding must learn)")
     return train(config, args)
