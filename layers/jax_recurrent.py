@@ -28,13 +28,23 @@ from keras import ops
 
 from layers import fused_steps
 
-# Time steps per iteration of the scans' loops, by cell: unrolling saves the loop's per-step work,
+# Time steps per iteration of the backward loop (and of a forward loop that `INPUT_PRODUCT_STEPS`
+# below does not take), by cell: unrolling saves the loop's per-step work,
 # but past a point the larger loop body runs slower. Gradient of a layer, idle, 10-15 paired rounds
 # (benchmarks/RESULTS.md, sessions 18-19): GRU 64 x 100 x 128 -> 256 unroll 1 / 4: 120.2 / 115.4
 # ms, the translation model's training step at batch 32 52.3 / 50.1 ms; LSTM 64 x 100 x 128 -> 256
 # unroll 1 / 2 / 4: 128.3 / 130.1 / 143.1 ms, LSTM 16 x 100 x 512 -> 512 (the character model's
 # second layer): 134.0 / 127.0 / 135.6 ms. Each unrolled step adds compiling (~1 s a batch shape).
 SCAN_UNROLL = {"lstm": 2, "gru": 4}
+
+# On a CPU (`project_inputs`), each iteration of the forward loop runs this many steps, and their
+# input products are one matrix product of `steps x batch` rows (fewer, larger products run nearer
+# the matmul peak; hoisting the product over all steps is slower, `layers/recurrent.py`). Against
+# the unrolled per-step loop, paired rounds against the built-in, JAX, idle, 64 x 100 x 128 -> 256
+# (benchmarks/RESULTS.md, session 22): LSTM inference 0.94-1.01 -> 1.04-1.11, training 1.03-1.08
+# -> 1.08-1.12; GRU inference (masked) 1.05 -> 1.26, training unchanged; 4 steps a product was
+# slower than 2. A sequence of odd length takes the per-step loop.
+INPUT_PRODUCT_STEPS = 2
 
 
 def applies(cell, steps, recurrent_mask):
@@ -85,15 +95,32 @@ def _sequence(kind, project_inputs, masked):
     def run(kernel, recurrent_kernel, bias, xs, states, masks, keep):
         """The forward loop; with `keep`, also what the backward pass reads, per step."""
         unroll = SCAN_UNROLL[kind.name]
+
         def step(states, inputs):
-            x_t, m_t = inputs
-            new_states, saved = kind.forward(x_t @ kernel if project_inputs else x_t, recurrent_kernel, bias,
-                                             states)
+            a_t, m_t = inputs
+            new_states, saved = kind.forward(a_t, recurrent_kernel, bias, states)
             new_states = tuple(select(m_t, new, old) for new, old in zip(new_states, states))
             return new_states, (new_states[0], (states[0], saved) if keep else None)
 
-        # masks None: m_t is None
-        states, (outputs, saved) = jax.lax.scan(step, states, (xs, masks), unroll=unroll)
+        steps, batch = xs.shape[0], xs.shape[1]
+        chunk = INPUT_PRODUCT_STEPS if project_inputs and steps % INPUT_PRODUCT_STEPS == 0 else 1
+        if chunk == 1:
+            def projected_step(states, inputs):
+                x_t, m_t = inputs
+                return step(states, (x_t @ kernel if project_inputs else x_t, m_t))
+
+            # masks None: m_t is None
+            states, (outputs, saved) = jax.lax.scan(projected_step, states, (xs, masks), unroll=unroll)
+            return outputs, states, saved
+
+        def chunk_step(states, inputs):
+            x_c, m_c = inputs  # (chunk, batch, features), (chunk, batch, 1) or None
+            a_c = (x_c.reshape(chunk * batch, -1) @ kernel).reshape(chunk, batch, -1)
+            return jax.lax.scan(step, states, (a_c, m_c), unroll=chunk)  # the chunk's steps, unrolled
+
+        split = lambda t: None if t is None else t.reshape(steps // chunk, chunk, *t.shape[1:])  # noqa: E731
+        states, ys = jax.lax.scan(chunk_step, states, (split(xs), split(masks)))
+        outputs, saved = jax.tree_util.tree_map(lambda t: t.reshape(steps, *t.shape[2:]), ys)
         return outputs, states, saved
 
     @jax.custom_vjp

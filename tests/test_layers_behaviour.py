@@ -134,13 +134,16 @@ def test_cell_step_in_training_with_dropout_explicit_or_cached_masks():
 @pytest.mark.parametrize("time, sequences, backwards, hoisted, masked, training", [
     (7, True, False, False, True, False), (1, True, False, False, True, False), (7, False, False, False, True, False),
     (7, False, True, False, True, False), (7, True, True, True, True, False), (7, True, True, False, False, False),
-    (7, True, False, False, True, True), (7, False, True, False, False, True)])
+    (7, True, False, False, True, True), (7, False, True, False, False, True),
+    # even lengths: JAX's forward loop takes two steps an iteration, one input product for both
+    (6, True, False, False, True, True), (6, False, True, False, False, False), (6, True, True, False, True, False)])
 @pytest.mark.parametrize("layer_cls", [layers.LSTM, layers.GRU])
 def test_backend_fast_path_equals_generic_scan(layer_cls, time, sequences, backwards, hoisted, masked, training,
                                                monkeypatch):
     """The torch and TensorFlow loops (TensorFlow's without the outputs when only the last is
     read), the input product in each step (JAX and TensorFlow on a CPU), JAX's LSTM and GRU with their
-    own backward pass (`layers/jax_recurrent.py`, input products in each step or hoisted),
+    own backward pass (`layers/jax_recurrent.py`, input products in each step, two steps at a time,
+    or hoisted),
     TensorFlow's XLA-compiled loops with theirs (`layers/tf_recurrent.py`: in training, the forward
     loop keeps what the backward loop reads; outside it, the gradient recomputes it) and the
     loop-free single step (decoding) are fast paths; keras.ops.scan over hoisted products is the
