@@ -2,6 +2,7 @@
 
     python -m benchmarks.rnn_speed                 # all three backends, each in its own process
     python -m benchmarks.rnn_speed --backends jax  # one backend
+    python -m benchmarks.rnn_speed --backends jax --jax-input-product-steps 1  # JAX's loop as before session 22
 
 Shapes: batch 64, 100 timesteps, 128 input features, 256 units (LSTM and GRU, with and without a
 mask). For each, a training step (forward, backward and an Adam update of a model made of the
@@ -18,6 +19,8 @@ import os
 import subprocess
 import sys
 import time
+
+from trainers.cli import positive_int
 
 BATCH, TIME, FEATURES, UNITS = 64, 100, 128, 256
 FIT_BATCHES = 20  # batches of one timed `fit` epoch
@@ -167,11 +170,15 @@ def time_torch_reference(kind, repeats):
     return best_time(train_step, repeats), best_time(infer_step, repeats)
 
 
-def child(repeats, fit_epochs):
+def child(repeats, fit_epochs, input_product_steps=None):
     """Runs in a process whose KERAS_BACKEND is already set; prints one JSON line per result."""
     import keras
 
     backend = keras.backend.backend()
+    if input_product_steps is not None:
+        from layers import jax_recurrent
+
+        jax_recurrent.INPUT_PRODUCT_STEPS = input_product_steps
     print(json.dumps({"backend": backend, "peak_gflops": matmul_peak_gflops()}), flush=True)
     for kind in ("LSTM", "GRU"):
         for masked in (False, True):
@@ -186,12 +193,14 @@ def child(repeats, fit_epochs):
                               "ref_infer_s": infer}), flush=True)
 
 
-def run_backends(backends, repeats, fit_epochs):
+def run_backends(backends, repeats, fit_epochs, input_product_steps=None):
     rows = []
     for backend in backends:
         env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
         cmd = [sys.executable, "-m", "benchmarks.rnn_speed", "--child", "--repeats", str(repeats),
                "--fit-epochs", str(fit_epochs)]
+        if input_product_steps is not None:
+            cmd += ["--jax-input-product-steps", str(input_product_steps)]
         result = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if result.returncode != 0:
             sys.exit(f"benchmark failed on {backend}:\n{result.stderr[-3000:]}")
@@ -257,12 +266,15 @@ def main(argv=None):
     parser.add_argument("--fit-epochs", type=int, default=3,
                         help=f"also time this many whole fit epochs of {FIT_BATCHES} batches each, ours and built-in "
                              "in turn (0: skip)")
+    parser.add_argument("--jax-input-product-steps", type=positive_int, metavar="N",
+                        help="JAX on a CPU: steps per iteration of our forward loop, sharing one input product "
+                             "(default: layers/jax_recurrent.INPUT_PRODUCT_STEPS; 1 is the per-step loop of before)")
     parser.add_argument("--json", help="also write the raw rows to this file")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        return child(args.repeats, args.fit_epochs)
-    rows = run_backends(args.backends, args.repeats, args.fit_epochs)
+        return child(args.repeats, args.fit_epochs, args.jax_input_product_steps)
+    rows = run_backends(args.backends, args.repeats, args.fit_epochs, args.jax_input_product_steps)
     print(f"batch {BATCH}, {TIME} steps, {FEATURES} inputs, {UNITS} units; ratio = ours / built-in throughput "
           "(median over rounds of the paired ratio)")
     print(format_table(rows))
