@@ -94,8 +94,6 @@ def _sequence(kind, project_inputs, masked):
 
     def run(kernel, recurrent_kernel, bias, xs, states, masks, keep):
         """The forward loop; with `keep`, also what the backward pass reads, per step."""
-        unroll = SCAN_UNROLL[kind.name]
-
         def step(states, inputs):
             a_t, m_t = inputs
             new_states, saved = kind.forward(a_t, recurrent_kernel, bias, states)
@@ -110,7 +108,8 @@ def _sequence(kind, project_inputs, masked):
                 return step(states, (x_t @ kernel if project_inputs else x_t, m_t))
 
             # masks None: m_t is None
-            states, (outputs, saved) = jax.lax.scan(projected_step, states, (xs, masks), unroll=unroll)
+            states, (outputs, saved) = jax.lax.scan(projected_step, states, (xs, masks),
+                                                    unroll=SCAN_UNROLL[kind.name])
             return outputs, states, saved
 
         def chunk_step(states, inputs):
@@ -118,7 +117,9 @@ def _sequence(kind, project_inputs, masked):
             a_c = (x_c.reshape(chunk * batch, -1) @ kernel).reshape(chunk, batch, -1)
             return jax.lax.scan(step, states, (a_c, m_c), unroll=chunk)  # the chunk's steps, unrolled
 
-        split = lambda t: None if t is None else t.reshape(steps // chunk, chunk, *t.shape[1:])  # noqa: E731
+        def split(t):  # (steps, ...) -> (steps / chunk, chunk, ...), a view
+            return None if t is None else t.reshape(steps // chunk, chunk, *t.shape[1:])
+
         states, ys = jax.lax.scan(chunk_step, states, (split(xs), split(masks)))
         outputs, saved = jax.tree_util.tree_map(lambda t: t.reshape(steps, *t.shape[2:]), ys)
         return outputs, states, saved

@@ -9,7 +9,8 @@ A layer runs a sequence in two stages:
 
 On a CPU, JAX and TensorFlow run faster with the input product inside each step of the loop
 (`_project_in_each_step`: the hoisted product is a tensor larger than the cache), so there the
-loop does both; the hoisted form stays the generic path, tested equal.
+loop does both (JAX's kernel two steps at a time, one product for the pair:
+`jax_recurrent.INPUT_PRODUCT_STEPS`); the hoisted form stays the generic path, tested equal.
 
 On PyTorch both stages run instead in one of ATen's fused RNN kernels wherever those compute the
 layer (`layers/torch_recurrent.py`; oneDNN on a CPU, cuDNN on a GPU): torch has no compiled loop,
