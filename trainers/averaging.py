@@ -10,16 +10,7 @@ validation (`choose_average`), among the tails asked for and the best checkpoint
 import keras
 from keras import ops
 
-from models.config import setting
 from trainers.batching import fit_input
-
-TAILS = (0.1, 0.2, 0.3, 0.5)  # shares of the last training steps whose mean weights the trainers try
-
-
-def average_weights_setting():
-    """The `average_weights` setting of a trainer's config that tries the means of `TAILS`."""
-    return setting(True, f"average the weights over the last {'/'.join(str(round(t * 100)) for t in TAILS)}% of "
-                         "training (trainers/averaging.py) and keep the checkpoint or mean with the lowest validation loss")
 
 
 class TailWeightAverage(keras.callbacks.Callback):

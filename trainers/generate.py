@@ -27,9 +27,8 @@ from models.char_lm import CharLM, CharLMConfig, CharVocabulary, bits_per_charac
 from models.config import setting
 from models.generator import CharGenerator
 from trainers import data
-from trainers import averaging, cluster
+from trainers import cluster
 from trainers.batching import SeededEpochs
-from trainers.averaging import average_weights_setting
 from trainers.training import TrainingRun, data_parallel_setting, precision_setting, training_setting
 
 SAMPLE_PROMPT = "ROMEO:\n"
@@ -56,7 +55,6 @@ class GenerateConfig(CharLMConfig):
     seed: int = training_setting("seed", 1337)
     max_examples: int | None = setting(None, "training characters to use", kind="positive_int", quick=100_000,
                                        shown="all")
-    average_weights: bool = average_weights_setting()
     precision: str = precision_setting()
     data_parallel: bool = data_parallel_setting()
 
@@ -140,8 +138,7 @@ def train(config, args):
           f"{config.sequence_length} per epoch")
 
     model = run.fit(lambda: CharLM(config), train_data, val_data,
-                    keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                    average_tails=averaging.TAILS if config.average_weights else ())
+                    keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     generator = CharGenerator(model, vocabulary)
     validation = loss_report(generator.text_loss(val_ids))
     print_loss("validation, full context", validation, len(val_text), val_unknown)

@@ -30,11 +30,11 @@ from models.translator import Translator
 from trainers import data
 from trainers.batching import LengthBatches, graded_width, pad
 from trainers.subwords import learn_pieces
-from trainers import averaging, cluster
-from trainers.averaging import average_weights_setting
+from trainers import cluster
 from trainers.training import TrainingRun, data_parallel_setting, precision_setting, training_setting
 
 LENGTH_PENALTIES = (0.0, 0.5, 1.0)  # alphas of beam search tried on the validation split after training
+AVERAGED_TAILS = (0.1, 0.2, 0.3, 0.5)  # shares of the last training steps whose mean weights are tried
 VALIDATION_FRACTION = TEST_FRACTION = 0.03  # of the unique source sentences
 
 
@@ -67,7 +67,9 @@ class TranslateConfig(Seq2SeqConfig):
         shown=f"training picks the best of {LENGTH_PENALTIES} on the validation split; --evaluate uses the model's")
     label_smoothing: float = setting(0.1, "share of each target's probability spread over the vocabulary in the "
                                           "training loss", kind="fraction")
-    average_weights: bool = average_weights_setting()
+    average_weights: bool = setting(
+        True, f"average the weights over the last {'/'.join(str(round(t * 100)) for t in AVERAGED_TAILS)}% of "
+              "training (trainers/averaging.py) and keep the checkpoint or mean with the lowest validation loss")
     epochs: int = training_setting("epochs", 12, quick=3)
     batch_size: int = training_setting("batch_size", 64, quick=32)
     learning_rate: float = training_setting("learning_rate", 2e-3, quick=5e-3)
@@ -271,7 +273,7 @@ def train(config, args):
 
     model = run.fit(lambda: Seq2SeqAttention(config), train_data, validation_data,
                     smoothed_masked_loss(config.label_smoothing), [masked_accuracy],
-                    average_tails=averaging.TAILS if config.average_weights else ())
+                    average_tails=AVERAGED_TAILS if config.average_weights else ())
     translator = Translator(model, source_vocab, target_vocab, TrueCaser.build(t for _, t in train_pairs),
                             translator_settings(config))
     tuning = choose_length_penalty(translator, config, validation_pairs)
