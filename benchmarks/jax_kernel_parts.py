@@ -14,7 +14,10 @@ function of its own, timed in turn within every round (`benchmarks.rnn_speed.int
   all steps);
 - `products`: those products alone, `h^T dz`, `x^T dz`, `dz W^T` over all steps;
 - `backward loop` = backward - products (a difference of medians, so only a guide);
-- `gradient`: forward, keeping, and backward in one function, as a training step runs them.
+- `gradient`: forward, keeping, and backward in one function, as a training step runs them;
+- `chained products`: the loops' products alone, `steps` of them in a scan, each feeding the next:
+  `h U` (the forward's shape, `batch x units` by `units x gates units`) and `d_z U^T` (the
+  backward's, a reduction over `gates x units` into `units` columns).
 
 The matrix-product work of each part is reported as GFLOP/s beside JAX's float32 peak (the best of
 three reads of `benchmarks.rnn_speed.matmul_peak_gflops`, 2048 x 2048 products).
@@ -32,7 +35,8 @@ import sys
 from benchmarks.rnn_speed import interleaved_times, matmul_peak_gflops
 from trainers.cli import positive_int
 
-PARTS = ("forward", "forward, keeping", "backward", "products", "gradient")
+ROWS = ("forward", "forward, keeping", "backward", "products", "backward loop", "gradient",
+        "chained products, forward's shape", "chained products, backward's shape")
 
 
 def kernel_parts(cell_name, batch, steps, features, units, seed=0):
@@ -74,14 +78,29 @@ def kernel_parts(cell_name, batch, steps, features, units, seed=0):
     def products(h_all, x_all, d_z, kernel):
         return h_all.T @ d_z, x_all.T @ d_z, d_z @ kernel.T
 
+    def chained(shape):
+        """`steps` products of `batch` rows in a scan, each feeding the next, as the loops run them:
+        `h U` (forward's shape) or `d_z U^T` (backward's: a reduction over all gates' units)."""
+        def run(start, recurrent_kernel):  # the kernel an argument, as in the layer: not a constant to fold
+            def body(carry, _):
+                if shape == "forward":
+                    # every column read (a slice of the product would let XLA compute only that slice)
+                    return jnp.tanh(jnp.sum((carry @ recurrent_kernel).reshape(batch, cell.gates, units), axis=1)), None
+                return jnp.tile(jnp.tanh(carry @ recurrent_kernel.T), (1, cell.gates)), None
+            return jax.lax.scan(body, start, None, length=steps)[0]
+        return run
+
     step_flop = 2 * batch * steps * (features + units) * width / 1e9  # x W and h U over all steps
+    loop_flop = 2 * batch * steps * units * width / 1e9  # h U (forward) or d_z U^T (backward) over all steps
     return {
         "forward": (jax.jit(forward), (weights, xs, states), step_flop),
         "forward, keeping": (jax.jit(keeping), (weights, xs, states), step_flop),
         "backward": (jax.jit(lambda f, ct: f(ct)), (backward_fn, cotangents), 2 * step_flop),
         "products": (jax.jit(products), (h_all, x_all, d_z, weights[0]),
-                     step_flop + 2 * batch * steps * units * width / 1e9),
+                     2 * batch * steps * width * (units + 2 * features) / 1e9),
         "gradient": (jax.jit(gradient), (weights, xs, states), 3 * step_flop),
+        "chained products, forward's shape": (jax.jit(chained("forward")), (h_all[:batch], weights[1]), loop_flop),
+        "chained products, backward's shape": (jax.jit(chained("backward")), (d_z[:batch], weights[1]), loop_flop),
     }
 
 
@@ -107,7 +126,7 @@ def format_table(result, args):
              f"medians of {args.rounds} rounds; XLA_FLAGS={result['xla_flags'] or '(none)'}; "
              f"matmul peak {result['peak_gflops']:.0f} GFLOP/s",
              "| part | ms | product GFLOP/s (% of peak) |", "|---|---:|---:|"]
-    for name in (*PARTS[:3], "products", "backward loop", "gradient"):
+    for name in ROWS:
         row = result["parts"][name]
         share = 100 * row["gflops"] / result["peak_gflops"]
         lines.append(f"| {name} | {row['ms']:.1f} | {row['gflops']:.0f} ({share:.0f}%) |")

@@ -14,4 +14,5 @@ def test_jax_kernel_parts_times_every_part(cell, capsys):
                                   "--units", "5", "--rounds", "1"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line]
     assert [row.split(" | ")[0][2:] for row in rows[1:]] == [
-        "forward", "forward, keeping", "backward", "products", "backward loop", "gradient"]
+        "forward", "forward, keeping", "backward", "products", "backward loop", "gradient",
+        "chained products, forward's shape", "chained products, backward's shape"]
