@@ -33,6 +33,7 @@ import subprocess
 import sys
 
 from benchmarks.rnn_speed import interleaved_times, matmul_peak_gflops
+from trainers import allocator
 from trainers.cli import positive_int
 
 ROWS = ("forward", "forward, keeping", "backward", "products", "backward loop", "gradient",
@@ -106,6 +107,7 @@ def kernel_parts(cell_name, batch, steps, features, units, seed=0):
 
 def measure(args):
     """The table's rows as dicts, timed in this process."""
+    allocator.reuse_freed_memory()  # as the trainers run
     import jax
 
     parts = kernel_parts(args.cell, args.batch, args.steps, args.features, args.units)

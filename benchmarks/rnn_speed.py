@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 
+from trainers import allocator
 from trainers.cli import positive_int
 
 BATCH, TIME, FEATURES, UNITS = 64, 100, 128, 256
@@ -172,6 +173,7 @@ def time_torch_reference(kind, repeats):
 
 def child(repeats, fit_epochs, input_product_steps=None):
     """Runs in a process whose KERAS_BACKEND is already set; prints one JSON line per result."""
+    allocator.reuse_freed_memory()  # as the trainers run (both layers and torch.nn alike)
     import keras
 
     backend = keras.backend.backend()

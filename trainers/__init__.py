@@ -14,6 +14,8 @@
 - `trainers.data`: corpora through the Keras cache, deduplication, leak-free splits.
 - `trainers.batching`: length-bucketed batches and `fit_input`, the one way batches reach `fit`.
 - `trainers.devices`: `--rnn-impl`, `--precision` and `--data-parallel`.
+- `trainers.allocator`: glibc's `malloc` set to reuse freed memory (a step's large buffers without
+  page faults), applied by every trainer's `cli.run` and the benchmarks.
 - `trainers.cluster`: training with several processes (one or more machines) on each backend's
   own engine: `--processes --process-index --coordinator`, or torchrun, SLURM or `TF_CONFIG`.
 - `trainers.launch`: `python -m trainers.launch --processes N -- TASK ...`, N local processes.

@@ -14,6 +14,8 @@ import os
 import re
 import sys
 
+from trainers import allocator
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -181,6 +183,7 @@ def run(main, argv=None):
     `RNN_SUITE_TRACEBACK=1` shows the full traceback instead (for debugging).
     """
     prog = os.path.basename(sys.argv[0]) if argv is None else "trainer"
+    allocator.reuse_freed_memory()  # before the backend starts its threads
     try:
         sys.exit(main(argv) or 0)
     except KeyboardInterrupt:
