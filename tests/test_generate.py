@@ -147,69 +147,6 @@ def test_windows_shift_targets_and_cover_the_text():
     assert not np.array_equal(np.sort(first), np.sort(np.concatenate(training.starts)))  # new offset
 
 
-def test_streams_continue_each_row_from_batch_to_batch():
-    ids = np.arange(1000)
-    streams = trainer.Streams(ids, 20, batch_size=4, seed=0)
-    ((x0, fresh0), y0), ((x1, fresh1), _) = streams[0], streams[1]
-    assert x0.shape == (4, 20) and np.array_equal(x0[:, 1:], y0[:, :-1])
-    assert fresh0.tolist() == [1, 1, 1, 1] and fresh1.tolist() == [0, 0, 0, 0]  # the streams start in batch 0
-    assert np.array_equal(x1[:, 0], x0[:, -1] + 1)  # each row's next window starts where its last ended
-    rows = np.concatenate([streams[k][0][0] for k in range(len(streams))], axis=1)  # (4, batches * 20)
-    assert all(np.array_equal(np.diff(row), np.ones(len(row) - 1)) for row in rows)  # one stretch a row
-    assert len({int(r[0]) for r in rows}) == 4 and rows.max() < 1000 - 1
-    offset = x0[0, 0]
-    streams.on_epoch_end()
-    assert streams[0][0][0][0, 0] != offset  # a new seeded offset each epoch
-    assert trainer.Streams(ids, 20, batch_size=4, shuffle=False)[0][0][0][0, 0] == 0
-    with pytest.raises(trainer.cli.UsageError, match="--carry-state needs at least 181 characters"):
-        trainer.Streams(ids[:100], 20, batch_size=8)
-
-
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_carried_states_continue_one_window_into_the_next(cell):
-    """With `CarriedStates`, consecutive windows give the logits one window over all of them
-    gives, in training and in validation alike, each from its own states; `fresh` starts over."""
-    keras.utils.set_random_seed(2)
-    lm = CharLM(CharLMConfig(vocab_size=11, embedding_dim=6, units=8, num_layers=2, cell=cell, dropout=0.0))
-    model = trainer.CarriedStates(lm, batch_size=3)
-    model.build()
-    ids = np.random.default_rng(0).integers(0, 11, (3, 12)).astype("int32")
-    whole = keras.ops.convert_to_numpy(lm(ids))
-    start, go_on = np.ones(3, "float32"), np.zeros(3, "float32")
-    for training in (True, False):
-        first = model((ids[:, :5], start), training=training)
-        if training:
-            model((ids[:, 7:], start), training=False)  # validation between: its own states
-        second = model((ids[:, 5:], go_on), training=training)
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(first), whole[:, :5], atol=1e-5)
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(second), whole[:, 5:], atol=1e-5)
-    again = model((ids[:, 5:], start), training=True)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(again), keras.ops.convert_to_numpy(lm(ids[:, 5:])),
-                               atol=1e-5)
-
-
-def test_carried_states_train_inside_fit_and_move_the_states():
-    keras.utils.set_random_seed(3)
-    vocabulary = CharVocabulary.build(TEXT)
-    ids, _ = vocabulary.encode(TEXT)
-    lm = CharLM(CharLMConfig(vocab_size=len(vocabulary), embedding_dim=8, units=16, num_layers=1, dropout=0.0))
-    model = trainer.CarriedStates(lm, batch_size=2)
-    model.build()
-    model.compile(keras.optimizers.Adam(0.01), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    streams = trainer.Streams(ids, 16, batch_size=2)
-    history = model.fit(streams, validation_data=trainer.Streams(ids, 16, batch_size=2, shuffle=False), epochs=3,
-                        verbose=0)
-    assert history.history["loss"][-1] < history.history["loss"][0]
-    for mode in ("training", "validation"):  # assigned inside the compiled steps
-        assert float(np.abs(keras.ops.convert_to_numpy(model.carried[mode][0])).max()) > 0
-
-
-def test_carry_state_refuses_data_parallel_before_anything_runs(tmp_path):
-    with pytest.raises(trainer.cli.UsageError, match="--carry-state .* does not combine with --data-parallel"):
-        trainer.main(["--quick", "--carry-state", "--data-parallel", "--out", str(tmp_path / "m")])
-    assert not (tmp_path / "m").exists()
-
-
 def test_evaluate_scores_a_file_and_counts_unknown_characters(memorised, tmp_path, capsys):
     memorised.save(tmp_path / "lm")
     (tmp_path / "t.txt").write_text(TEXT + "¿qué?", encoding="utf-8")

@@ -22,7 +22,6 @@ import time
 
 import keras
 import numpy as np
-from keras import ops
 
 from models.char_lm import CharLM, CharLMConfig, CharVocabulary, bits_per_character
 from models.config import setting
@@ -48,9 +47,6 @@ class GenerateConfig(CharLMConfig):
     source: str = setting("keras", "corpus reader: shakespeare.txt through the Keras cache or TFDS tiny_shakespeare",
                           choices=("keras", "tfds"))
     sequence_length: int = setting(100, "characters per training window", quick=64)
-    carry_state: bool = setting(False, "read each batch row as one stream of the text and start every window from "
-                                "the states the row's previous window ended in (truncated backpropagation "
-                                "through time, as char-rnn)")
     epochs: int = training_setting("epochs", 7, quick=2)
     batch_size: int = training_setting("batch_size", 16)
     learning_rate: float = training_setting("learning_rate", 3e-3)
@@ -101,77 +97,6 @@ class Windows(SeededEpochs):
         return window[:, :-1], window[:, 1:]
 
 
-class Streams(SeededEpochs):
-    """`((inputs (batch, length), fresh (batch,)), targets (batch, length))` windows for
-    `--carry-state`: the text is cut into `batch_size` contiguous streams, one a row, and batch k
-    holds the k-th window of every stream, so the states a row ends batch k in are the context
-    of its window in batch k + 1 (`CarriedStates`); `fresh` is 1 in the first batch (the streams
-    start there, from zero states), else 0. Each epoch starts the streams at a new seeded random
-    offset; `shuffle=False` keeps offset 0. The order is the text's: shuffling would cut the
-    streams."""
-
-    def __init__(self, ids, length, batch_size, seed=0, shuffle=True, **kwargs):
-        super().__init__(**kwargs)
-        self.ids, self.length, self.batch_size = np.asarray(ids, "int32"), length, batch_size
-        self.seed, self.shuffle, self.epoch = seed, shuffle, 0
-        if len(self.ids) < batch_size * length + length + 1:
-            raise cli.UsageError(f"--carry-state needs at least {batch_size * length + length + 1} characters "
-                                 f"of text (a window of {length} for each of the {batch_size} rows, and one "
-                                 f"more for the random offset); it has {len(self.ids)}")
-        self._plan()
-
-    def _plan(self):
-        offset = int(np.random.default_rng(self.seed + self.epoch).integers(self.length)) if self.shuffle else 0
-        per_row = (len(self.ids) - offset - 1) // self.batch_size
-        self.batches = per_row // self.length
-        self.row_starts = offset + per_row * np.arange(self.batch_size)  # (batch,)
-
-    def __len__(self):
-        return self.batches
-
-    def __getitem__(self, index):
-        rows = (self.row_starts + index * self.length)[:, None] + np.arange(self.length + 1)[None]
-        window = self.ids[rows]  # (batch, length + 1)
-        fresh = np.full((self.batch_size,), float(index == 0), "float32")
-        return (window[:, :-1], fresh), window[:, 1:]
-
-
-@keras.saving.register_keras_serializable(package="rnn_suite")
-class CarriedStates(keras.Model):
-    """Training view of a `CharLM` over `Streams`: every batch starts from the states the previous
-    batch ended in (zeros where `fresh` is 1), held in non-trainable variables, one set for
-    training and one for validation; no gradient flows back into them (truncated
-    backpropagation through time). Train this, then keep `self.lm`.
-
-    Args: `lm`, a `CharLM`; `batch_size`, the rows of every batch. Call: `model((ids (batch,
-    time) int, fresh (batch,) float))` -> logits `(batch, time, vocab)`.
-    """
-
-    def __init__(self, lm, batch_size, **kwargs):
-        super().__init__(**kwargs)
-        self.lm = lm
-        count = lm.config.num_layers * lm.states_per_layer
-        self.carried = {mode: [self.add_weight(shape=(batch_size, lm.config.units), initializer="zeros",
-                                               trainable=False, name=f"{mode}_state_{i}") for i in range(count)]
-                        for mode in ("training", "validation")}
-
-    def call(self, inputs, training=False):
-        ids, fresh = inputs
-        dtype = self.lm.rnns[0].compute_dtype
-        keep = ops.cast(1.0 - ops.cast(fresh, "float32"), dtype)[:, None]  # (batch, 1)
-        carried = self.carried["training" if training else "validation"]
-        logits, final = self.lm.run(ids, [ops.stop_gradient(ops.cast(v, dtype)) * keep for v in carried],
-                                    training=training)
-        for variable, state in zip(carried, final):
-            variable.assign(ops.cast(state, variable.dtype))
-        return logits
-
-    def build(self, input_shape=None):
-        if not self.lm.built:
-            self.lm.build()
-        self.built = True
-
-
 def loss_report(nats):
     """`{"nats_per_char", "bits_per_char", "perplexity"}` of a loss in nats per character."""
     return {"nats_per_char": round(nats, 4), "bits_per_char": round(float(bits_per_character(nats)), 4),
@@ -195,12 +120,8 @@ def evaluate(config, args):
 
 
 def train(config, args):
-    job = cluster.from_args(args)
-    if config.carry_state and (config.data_parallel or job.processes > 1):
-        raise cli.UsageError("--carry-state reads each batch row as one stream of the text: it does not combine "
-                             "with --data-parallel or several processes")
-    # first after the flags: starts the multi-process engine, and refuses a clash with an interrupted run at once
-    run = TrainingRun(config, args.out, args.resume, job)
+    # first: starts the multi-process engine, and refuses a clash with an interrupted run at once
+    run = TrainingRun(config, args.out, args.resume, cluster.from_args(args))
     corpus = data.load_shakespeare(config.source)
     train_text, val_text = corpus["train"], corpus["validation"]
     if config.max_examples:
@@ -210,19 +131,14 @@ def train(config, args):
     config = dataclasses.replace(config, vocab_size=len(vocabulary))
     train_ids, _ = vocabulary.encode(train_text)
     val_ids, val_unknown = vocabulary.encode(val_text)
-    batches = Streams if config.carry_state else Windows  # in the text's order / windows on their own
-    train_data = batches(train_ids, config.sequence_length, config.batch_size, config.seed)
-    val_data = batches(val_ids, config.sequence_length, config.batch_size, shuffle=False)
+    train_data = Windows(train_ids, config.sequence_length, config.batch_size, config.seed)
+    val_data = Windows(val_ids, config.sequence_length, config.batch_size, shuffle=False)
     print(f"Tiny Shakespeare ({config.source}): train {len(train_text)} / validation {len(val_text)} characters, "
           f"vocabulary {len(vocabulary)} characters; {len(train_data)} batches of {config.batch_size} x "
           f"{config.sequence_length} per epoch")
 
-    def build_model():
-        lm = CharLM(config)
-        return CarriedStates(lm, config.batch_size) if config.carry_state else lm
-
-    model = run.fit(build_model, train_data, val_data, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model = model.lm if config.carry_state else model
+    model = run.fit(lambda: CharLM(config), train_data, val_data,
+                    keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     generator = CharGenerator(model, vocabulary)
     validation = loss_report(generator.text_loss(val_ids))
     print_loss("validation, full context", validation, len(val_text), val_unknown)
