@@ -10,10 +10,14 @@ recurrent layer and a Dense head, through `train_on_batch`) and inference (`pred
 timed for ours and for the built-in with its default settings. The table gives samples per second,
 the ratio ours / built-in, and the achieved GFLOP/s of the recurrent layer against a large float32
 matrix product timed in the same process. `torch.nn.LSTM`/`torch.nn.GRU` run as an outside
-reference. Use `--json FILE` to keep the raw numbers.
+reference, and on JAX also timed in the same process as ours, in turn (the last column: the
+paired ratio, above 1 where ours is faster). On JAX our LSTM runs the fused CPU kernel of
+`layers/native_lstm.py` where it applies; `RNN_SUITE_NATIVE_LSTM=0` times XLA's loop instead.
+Use `--json FILE` to keep the raw numbers.
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -147,7 +151,9 @@ def time_fit_epochs(kind, masked, epochs, batches=FIT_BATCHES):
     return times
 
 
-def time_torch_reference(kind, repeats):
+def torch_reference_steps(kind):
+    """`(train_step, infer_step)` of `torch.nn.LSTM`/`GRU` (oneDNN's fused kernels on a CPU) with
+    the same Dense head, loss and Adam update as `keras_model`, on a random batch."""
     import torch
 
     rnn = getattr(torch.nn, kind)(FEATURES, UNITS, batch_first=True)
@@ -168,7 +174,24 @@ def time_torch_reference(kind, repeats):
         with torch.no_grad():
             head(rnn(x)[0][:, -1])
 
+    return train_step, infer_step
+
+
+def time_torch_reference(kind, repeats):
+    train_step, infer_step = torch_reference_steps(kind)
     return best_time(train_step, repeats), best_time(infer_step, repeats)
+
+
+def time_against_torch_nn(kind, repeats):
+    """Ours (unmasked) against `torch.nn` in the same process, in turn within every round: the
+    paired ratios `torch.nn time / our time` (above 1: ours faster), steadier than comparing
+    timings from two processes minutes apart on a machine that drifts."""
+    inputs, y = synthetic_batch(BATCH, False, seed=0)
+    model = keras_model(kind, True, False)
+    train_step, infer_step = torch_reference_steps(kind)
+    _, train = interleaved_times([train_step, lambda: model.train_on_batch(inputs, y)], repeats)
+    _, infer = interleaved_times([infer_step, lambda: model.predict_on_batch(inputs)], repeats)
+    return {"torchnn_train_ratio": train[1], "torchnn_infer_ratio": infer[1]}
 
 
 def child(repeats, fit_epochs, input_product_steps=None):
@@ -188,6 +211,8 @@ def child(repeats, fit_epochs, input_product_steps=None):
             row.update(time_keras(kind, masked, repeats))
             if fit_epochs:
                 row.update(time_fit_epochs(kind, masked, fit_epochs))
+            if backend == "jax" and not masked and importlib.util.find_spec("torch") is not None:
+                row.update(time_against_torch_nn(kind, repeats))
             print(json.dumps(row), flush=True)
         if backend == "torch":
             train, infer = time_torch_reference(kind, repeats)
@@ -214,8 +239,9 @@ def format_table(rows):
     peaks = {r["backend"]: r["peak_gflops"] for r in rows if "peak_gflops" in r}
     lines = [
         "| backend | layer | mask | train ours (samples/s) | train built-in | train ratio | "
-        "infer ours (samples/s) | infer built-in | infer ratio | ours train GFLOP/s (% of matmul peak) |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "infer ours (samples/s) | infer built-in | infer ratio | ours train GFLOP/s (% of matmul peak) | "
+        "ours / torch.nn, train, infer (paired) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         if "ours_train_s" in r:
@@ -227,14 +253,16 @@ def format_table(rows):
                 f"| **{r['train_ratio']:.2f}** "
                 f"| {BATCH / r['ours_infer_s']:.0f} | {BATCH / r['builtin_infer_s']:.0f} "
                 f"| {r['infer_ratio']:.2f} "
-                f"| {gflops:.1f} ({100 * gflops / peak:.0f}% of {peak:.0f}) |"
+                f"| {gflops:.1f} ({100 * gflops / peak:.0f}% of {peak:.0f}) "
+                + (f"| {r['torchnn_train_ratio']:.2f}, {r['torchnn_infer_ratio']:.2f} |" if "torchnn_train_ratio" in r
+                   else "| |")
             )
         elif "ref_train_s" in r:
             gflops = recurrent_gflop(r["kind"], True) / r["ref_train_s"]
             lines.append(
                 f"| torch.nn (reference) | {r['kind']} | no | {BATCH / r['ref_train_s']:.0f} | | "
                 f"| {BATCH / r['ref_infer_s']:.0f} | | | "
-                f"{gflops:.1f} ({100 * gflops / peaks['torch']:.0f}% of {peaks['torch']:.0f}) |"
+                f"{gflops:.1f} ({100 * gflops / peaks['torch']:.0f}% of {peaks['torch']:.0f}) | |"
             )
     return "\n".join(lines)
 

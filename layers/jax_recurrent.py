@@ -26,7 +26,7 @@ import functools
 import keras
 from keras import ops
 
-from layers import fused_steps
+from layers import fused_steps, native_lstm
 
 # Time steps per iteration of the backward loop (and of a forward loop that `INPUT_PRODUCT_STEPS`
 # below does not take), by cell: unrolling saves the loop's per-step work,
@@ -70,6 +70,8 @@ def sequence(cell, xs, initial_states, masks=None, project_inputs=True):
     """
     import jax.numpy as jnp
 
+    if project_inputs and native_lstm.applies(cell, xs):
+        return native_lstm.sequence(cell, xs, initial_states, masks)
     kind = fused_steps.cell_steps(cell)
     width = cell.gates * cell.units
     bias = ops.convert_to_tensor(cell.bias) if cell.use_bias else jnp.zeros(kind.bias_shape(width), "float32")
