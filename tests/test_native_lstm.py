@@ -127,7 +127,7 @@ def test_kernel_calls_equal_their_references(masked, native_calls):
     from layers import native_lstm
 
     rng = np.random.default_rng(4)
-    steps, batch, units = 6, 7, 72  # two threads on 2 cores: slices of 32 and 40 units
+    steps, batch, units = 6, 7, 136  # two threads on 2 cores: slices of 64 and 72 units
     a, rk = rng.normal(size=(steps, batch, 4 * units)), rng.normal(size=(units, 4 * units)) * 0.2
     h0, c0, d_h, d_c = (rng.normal(size=(batch, units)) for _ in range(4))
     d_out = rng.normal(size=(steps, batch, units))

@@ -38,16 +38,17 @@ SAMPLE_PROMPT = "ROMEO:\n"
 class GenerateConfig(CharLMConfig):
     """Every setting of a character-model run: the network's (`CharLMConfig`), then these.
 
-    Defaults measured on a 2-core CPU with JAX: batch 16 x 100, 7 epochs, 20.7-21.2 minutes idle to
-    validation 1.4137-1.4177 nats per character, against batch 32, 10 epochs, 27.7 minutes to 1.4160:
-    half the batch costs 0.55 of a step and, with twice the updates, an epoch of batch 16 learns
-    about as much as 1.5 epochs of batch 32 (6 epochs reach only 1.4235; `benchmarks/RESULTS.md`).
+    Defaults measured on a 2-core CPU with JAX: batch 16 x 100, 10 epochs, 27.2 minutes idle with
+    the native LSTM kernel to validation 1.4105 nats per character (7 epochs: 20.1 minutes, 1.4137-
+    1.4195 in four runs; the issue-20 defaults, batch 32 and 10 epochs, took 48.1 minutes on that
+    machine): half the batch costs 0.55 of a step and, with twice the updates, an epoch of batch 16
+    learns about as much as 1.5 epochs of batch 32 (`benchmarks/RESULTS.md`, sessions 17 and 28).
     """
 
     source: str = setting("keras", "corpus reader: shakespeare.txt through the Keras cache or TFDS tiny_shakespeare",
                           choices=("keras", "tfds"))
     sequence_length: int = setting(100, "characters per training window", quick=64)
-    epochs: int = training_setting("epochs", 7, quick=2)
+    epochs: int = training_setting("epochs", 10, quick=2)
     batch_size: int = training_setting("batch_size", 16)
     learning_rate: float = training_setting("learning_rate", 3e-3)
     clipnorm: float = training_setting("clipnorm", 1.0)

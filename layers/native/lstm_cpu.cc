@@ -137,8 +137,8 @@ class SpinBarrier {
 };
 
 // The units split in slices of multiples of 8 (one register), one slice a thread: one thread per
-// core this process may use, at most one per 64 units (below that a step's share is too small
-// for a barrier a step to pay).
+// core this process may use, at most one per 64 units (a floor not tuned: a thread's share of a
+// step should stay well above the cost of the barrier that joins them).
 std::vector<int64_t> UnitSlices(int64_t units) {
   cpu_set_t set;
   int cpus = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
