@@ -165,8 +165,15 @@ void OnThreads(int64_t threads, Body body) {
 
 int64_t Panels(int64_t columns) { return (columns + kPanel - 1) / kPanel; }
 
-ffi::Error CheckShapes(int64_t steps, int64_t batch, int64_t units, const ffi::AnyBuffer::Dimensions& rk) {
-  if (rk.size() != 2 || rk[0] != units || rk[1] != 4 * units || units % 8 != 0 || steps < 1 || batch < 1)
+// A call's sizes, from its (T, B, 4U) tensor and the recurrent kernel (U, 4U), checked.
+struct Sizes {
+  int64_t steps = 0, batch = 0, width = 0, units = 0;
+};
+ffi::Error ReadSizes(const ffi::AnyBuffer::Dimensions& sequence, const ffi::AnyBuffer::Dimensions& rk, Sizes& sizes) {
+  if (sequence.size() != 3) return ffi::Error::InvalidArgument("lstm_cpu: a and gates must be (T, B, 4U)");
+  sizes = {sequence[0], sequence[1], sequence[2], sequence[2] / 4};
+  if (rk.size() != 2 || rk[0] != sizes.units || rk[1] != sizes.width || sizes.width % 32 != 0 || sizes.steps < 1 ||
+      sizes.batch < 1)
     return ffi::Error::InvalidArgument("lstm_cpu: shapes must be a (T, B, 4U), rk (U, 4U), U a multiple of 8");
   return ffi::Error::Success();
 }
@@ -176,10 +183,9 @@ ffi::Error LstmForwardImpl(ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> rk, ff
                            ffi::ResultBuffer<ffi::F32> outputs, ffi::ResultBuffer<ffi::F32> h_last,
                            ffi::ResultBuffer<ffi::F32> c_last, ffi::ResultBuffer<ffi::F32> gates_out,
                            ffi::ResultBuffer<ffi::F32> cells_out, int32_t keep) {
-  const auto dims = a.dimensions();
-  if (dims.size() != 3) return ffi::Error::InvalidArgument("lstm_cpu: a must be (T, B, 4U)");
-  const int64_t steps = dims[0], batch = dims[1], width = dims[2], units = width / 4;
-  if (auto error = CheckShapes(steps, batch, units, rk.dimensions()); error.failure()) return error;
+  Sizes sizes;
+  if (auto error = ReadSizes(a.dimensions(), rk.dimensions(), sizes); error.failure()) return error;
+  const int64_t steps = sizes.steps, batch = sizes.batch, width = sizes.width, units = sizes.units;
   const bool masked = mask.element_count() != 0;
   const float* a_data = a.typed_data();
   const float* rk_data = rk.typed_data();
@@ -253,10 +259,9 @@ ffi::Error LstmBackwardImpl(ffi::Buffer<ffi::F32> rk, ffi::Buffer<ffi::F32> gate
                             ffi::Buffer<ffi::F32> d_h_last, ffi::Buffer<ffi::F32> d_c_last,
                             ffi::ResultBuffer<ffi::F32> d_z_out, ffi::ResultBuffer<ffi::F32> d_h0,
                             ffi::ResultBuffer<ffi::F32> d_c0) {
-  const auto dims = gates.dimensions();
-  if (dims.size() != 3) return ffi::Error::InvalidArgument("lstm_cpu: gates must be (T, B, 4U)");
-  const int64_t steps = dims[0], batch = dims[1], width = dims[2], units = width / 4;
-  if (auto error = CheckShapes(steps, batch, units, rk.dimensions()); error.failure()) return error;
+  Sizes sizes;
+  if (auto error = ReadSizes(gates.dimensions(), rk.dimensions(), sizes); error.failure()) return error;
+  const int64_t steps = sizes.steps, batch = sizes.batch, width = sizes.width, units = sizes.units;
   const bool masked = mask.element_count() != 0;
   const float* rk_data = rk.typed_data();
   const float* act = gates.typed_data();
