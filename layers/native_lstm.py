@@ -114,25 +114,24 @@ def sequence(cell, xs, initial_states, masks=None):
 
 
 def _forward_reference(a, recurrent_kernel, h0, c0, mask, keep):
-    """What the kernel's forward loop computes, in `jax.numpy`: `(outputs (T, B, U), h, c, gates
-    (T, B, 4U) the activations [i f g o], zero on masked steps, cells (T, B, U) every c_t)`, the
-    last two empty unless `keep`. Differentiated where the kernel is (a derivative of a gradient)."""
+    """What the kernel's forward loop computes, with `layers.fused_steps`' LSTM step: `(outputs (T,
+    B, U), h, c, gates (T, B, 4U) the activations [i f g o], zero on masked steps, cells (T, B, U)
+    every c_t)`, the last two empty unless `keep`. Differentiated where the kernel is (a derivative
+    of a gradient)."""
     import jax
     import jax.numpy as jnp
+
+    from layers import fused_steps
 
     masked = mask.size > 0
 
     def step(states, inputs):
-        h, c = states
         a_t, m_t = inputs
-        z_i, z_f, z_c, z_o = jnp.split(h @ recurrent_kernel + a_t, 4, axis=-1)
-        i, f, g, o = jax.nn.sigmoid(z_i), jax.nn.sigmoid(z_f), jnp.tanh(z_c), jax.nn.sigmoid(z_o)
-        c_new = f * c + i * g
-        h_new = o * jnp.tanh(c_new)
-        gates = jnp.concatenate([i, f, g, o], axis=-1)
+        (h_new, c_new), (_, gates, _) = fused_steps.LSTM_STEPS.forward(a_t, recurrent_kernel, 0.0, states)
         if masked:
             keep_row = m_t[:, None]
-            h_new, c_new, gates = jnp.where(keep_row, h_new, h), jnp.where(keep_row, c_new, c), gates * keep_row
+            h_new, c_new = jnp.where(keep_row, h_new, states[0]), jnp.where(keep_row, c_new, states[1])
+            gates = gates * keep_row
         return (h_new, c_new), (h_new, gates, c_new)
 
     (h, c), (outputs, gates, cells) = jax.lax.scan(step, (h0, c0), (a, mask if masked else None))
@@ -141,27 +140,24 @@ def _forward_reference(a, recurrent_kernel, h0, c0, mask, keep):
 
 
 def _backward_reference(recurrent_kernel, gates, cells, c0, d_outputs, d_h, d_c, mask):
-    """What the kernel's backward loop computes, in `jax.numpy`: `(d_z (T, B, 4U) the cotangents of
-    the pre-activations, zero on masked steps, d_h0, d_c0)`."""
+    """What the kernel's backward loop computes, with `layers.fused_steps`' LSTM step: `(d_z (T, B,
+    4U) the cotangents of the pre-activations, zero on masked steps, d_h0, d_c0)`."""
     import jax
     import jax.numpy as jnp
+
+    from layers import fused_steps
 
     masked = mask.size > 0
     c_prev = jnp.concatenate([c0[None], cells[:-1]], axis=0)
 
     def step(d_states, inputs):
-        d_h, d_c = d_states
         d_out, gates_t, c_t, c_prev_t, m_t = inputs
-        i, f, g, o = jnp.split(gates_t, 4, axis=-1)
-        tanh_c = jnp.tanh(c_t)
-        d_h = d_h + d_out
-        d_c_t = d_c + d_h * o * (1.0 - tanh_c * tanh_c)
-        d_z = jnp.concatenate([d_c_t * g * i * (1.0 - i), d_c_t * c_prev_t * f * (1.0 - f),
-                               d_c_t * i * (1.0 - g * g), d_h * tanh_c * o * (1.0 - o)], axis=-1)
-        d_h_prev, d_c_prev = d_z @ recurrent_kernel.T, d_c_t * f
-        if masked:
+        d_in = (d_states[0] + d_out, d_states[1])
+        saved = (c_prev_t, gates_t, jnp.tanh(c_t))
+        (d_h_prev, d_c_prev), d_z, _ = fused_steps.LSTM_STEPS.backward(None, saved, recurrent_kernel, d_in)
+        if masked:  # a masked step passes its cotangents through and has no gradient of its own
             keep_row = m_t[:, None]
-            d_h_prev, d_c_prev = jnp.where(keep_row, d_h_prev, d_h), jnp.where(keep_row, d_c_prev, d_c)
+            d_h_prev, d_c_prev = jnp.where(keep_row, d_h_prev, d_in[0]), jnp.where(keep_row, d_c_prev, d_in[1])
             d_z = d_z * keep_row
         return (d_h_prev, d_c_prev), d_z
 
